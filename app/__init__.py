@@ -1,0 +1,77 @@
+"""The application factory."""
+
+import logging
+import os
+
+from flask import Flask
+from sqlalchemy import event
+
+from app.config import Config
+
+
+def create_app(config_class: type = Config, **overrides) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(config_class)
+    app.config.update(overrides)
+    configure_logging(app)
+    configure_database_url(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    return app
+
+
+def configure_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin chatter at import
+
+
+def configure_database_url(app: Flask) -> None:
+    """Default to the embedded SQLite file instance/orders.db."""
+    if app.config.get("SQLALCHEMY_DATABASE_URI"):
+        return
+    os.makedirs(app.instance_path, exist_ok=True)
+    path = os.path.join(app.instance_path, "orders.db")
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
+    # Writers wait for SQLite's single write lock instead of failing at once.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+        "connect_args": {"timeout": 15},
+    }
+
+
+def register_extensions(app: Flask) -> None:
+    from app import realtime
+    from app.extensions import db, migrate, redis_store
+
+    db.init_app(app)
+    migrate.init_app(app, db, render_as_batch=True)  # batch mode: SQLite cannot ALTER much
+    redis_store.init_app(app)
+    realtime.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_wal)
+
+
+def _sqlite_wal(dbapi_connection, _record) -> None:
+    # WAL lets readers (held waits, the fallback poll) run while a webhook writes.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def register_blueprints(app: Flask) -> None:
+    from app import health, orders, payments
+
+    orders.init_app(app)
+    payments.init_app(app)
+    app.register_blueprint(health.bp)
+
+
+def register_error_handlers(app: Flask) -> None:
+    from app.errors import register_error_handlers as register
+
+    register(app)

@@ -1,0 +1,61 @@
+"""Configuration read from the environment. Every interval is overridable so tests run fast."""
+
+import os
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the plain postgres URL forms users pass to the psycopg2 driver.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` URL as psycopg 3, which is not installed.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+class Config:
+    SECRET_KEY = os.environ.get("SECRET_KEY", "change-me")
+
+    # None means: the SQLite file instance/orders.db, resolved by the factory.
+    SQLALCHEMY_DATABASE_URI = (
+        normalize_database_url(os.environ["DATABASE_URL"])
+        if os.environ.get("DATABASE_URL")
+        else None
+    )
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    # Command connections per worker (cache reads, publishes); the hub adds one pub/sub connection.
+    REDIS_POOL_SIZE = _int("REDIS_POOL_SIZE", 3)
+    REDIS_SOCKET_TIMEOUT = _float("REDIS_SOCKET_TIMEOUT", 2.0)
+    REDIS_CONNECT_TIMEOUT = _float("REDIS_CONNECT_TIMEOUT", 0.5)
+
+    WEBHOOK_SECRET = os.environ.get("WEBHOOK_SECRET", "")
+    ADMIN_TOKENS = [t for t in os.environ.get("ADMIN_TOKENS", "").split(",") if t.strip()]
+
+    LONGPOLL_DEFAULT_TIMEOUT_MS = _int("LONGPOLL_DEFAULT_TIMEOUT_MS", 60_000)
+    LONGPOLL_MAX_TIMEOUT_MS = _int("LONGPOLL_MAX_TIMEOUT_MS", 120_000)
+
+    ORDER_CACHE_TTL = _int("ORDER_CACHE_TTL", 60)
+    EVENT_BUFFER_TTL = _int("EVENT_BUFFER_TTL", 300)
+    EVENT_BUFFER_MAX = _int("EVENT_BUFFER_MAX", 50)
+
+    # Seconds between batched database polls while Redis pub/sub is unavailable.
+    FALLBACK_DB_POLL_INTERVAL = _float("FALLBACK_DB_POLL_INTERVAL", 2.0)
+    # Seconds between hub keepalive PINGs; a PING unanswered for this long means Redis is lost.
+    HUB_PING_INTERVAL = _float("HUB_PING_INTERVAL", 5.0)
+    # Cap of the hub's reconnect backoff, in seconds.
+    HUB_RECONNECT_MAX_DELAY = _float("HUB_RECONNECT_MAX_DELAY", 2.0)
+
+
+class TestConfig(Config):
+    TESTING = True

@@ -1,0 +1,59 @@
+"""Domain errors and their JSON responses: `{"success": false, "error": "..."}`."""
+
+import logging
+
+from flask import jsonify
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+
+
+def error_response(message: str, status: int):
+    return jsonify(success=False, error=message), status
+
+
+def register_error_handlers(app) -> None:
+    @app.errorhandler(ApiError)
+    def handle_api_error(err: ApiError):
+        return error_response(err.message, err.status)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(err: HTTPException):
+        return error_response(err.description or err.name, err.code or 500)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)
+    def handle_database_down(err):
+        # The database is the truth: without it we cannot answer, but the client may retry.
+        log.error("database unavailable: %s", str(err).splitlines()[0])
+        return error_response("database unavailable, retry shortly", 503)

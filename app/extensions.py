@@ -1,0 +1,53 @@
+"""Extension instances, bound to the app by init_app in the factory."""
+
+import redis
+from flask import current_app
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
+
+# Stable constraint names, so Alembic revisions are the same on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+
+
+class RedisStore:
+    """One bounded command-connection pool per worker process.
+
+    A BlockingConnectionPool keeps the number of Redis connections fixed however many
+    requests are in flight: requests queue for a connection instead of opening new ones.
+    """
+
+    def init_app(self, app) -> None:
+        cfg = app.config
+        pool = redis.BlockingConnectionPool.from_url(
+            cfg["REDIS_URL"],
+            max_connections=cfg["REDIS_POOL_SIZE"],
+            timeout=cfg["REDIS_SOCKET_TIMEOUT"],
+            socket_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
+            socket_connect_timeout=cfg["REDIS_CONNECT_TIMEOUT"],
+            decode_responses=True,
+            client_name="orderwait:cmd",
+        )
+        app.extensions["redis"] = redis.Redis(connection_pool=pool)
+
+    @staticmethod
+    def client() -> redis.Redis:
+        return current_app.extensions["redis"]
+
+
+redis_store = RedisStore()

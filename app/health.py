@@ -1,0 +1,38 @@
+"""Liveness and readiness probes."""
+
+from flask import Blueprint, jsonify
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.extensions import db, redis_store
+from app.realtime import current_hub
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Database down is not ready (503); Redis down is degraded but serving (200)."""
+    checks = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except SQLAlchemyError:
+        checks["database"] = "down"
+    finally:
+        db.session.close()
+    try:
+        redis_store.client().ping()
+        checks["redis"] = "ok"
+    except RedisError:
+        checks["redis"] = "down"
+    checks["pubsub"] = "connected" if current_hub().connected else "database-polling"
+    if checks["database"] != "ok":
+        return jsonify(status="unavailable", checks=checks), 503
+    return jsonify(status="ok" if checks["redis"] == "ok" else "degraded", checks=checks)

@@ -1,0 +1,18 @@
+"""Orders: creation, reading with the order token, and the long-poll wait."""
+
+from flask import Blueprint
+
+bp = Blueprint("orders", __name__, url_prefix="/api/orders")
+
+
+def init_app(app) -> None:
+    """Register the routes, and the hub's database poll for order channels."""
+    from . import events, routes, services  # noqa: F401  (routes attach to bp)
+
+    app.register_blueprint(bp)
+
+    def poll(order_ids: list[str]):
+        with app.app_context():
+            return services.latest_versions(order_ids)
+
+    app.extensions["hub"].add_poll_source(events.CHANNEL_PREFIX, poll)

@@ -1,0 +1,32 @@
+"""HTTP routes of the orders feature: parse, call one service, serialize."""
+
+from flask import current_app, jsonify, request
+
+from . import bp, services
+from .access import token_from_request
+from .schemas import parse_new_order, parse_wait
+
+
+@bp.post("")
+def create():
+    order, token = services.create_order(parse_new_order(request.get_json(silent=True)))
+    return jsonify({**order.to_json(), "accessToken": token}), 201
+
+
+@bp.get("/<order_id>")
+def show(order_id: str):
+    return jsonify(services.authorize(order_id, token_from_request(request)).to_json())
+
+
+@bp.get("/<order_id>/wait")
+def wait(order_id: str):
+    cfg = current_app.config
+    params = parse_wait(
+        request.args,
+        default_timeout_ms=cfg["LONGPOLL_DEFAULT_TIMEOUT_MS"],
+        max_timeout_ms=cfg["LONGPOLL_MAX_TIMEOUT_MS"],
+    )
+    answer = services.wait_for_update(
+        order_id, token_from_request(request), params.since, params.timeout_ms
+    )
+    return jsonify(answer)

@@ -1,0 +1,134 @@
+"""Order use cases: create, read with a token, and the long-poll wait."""
+
+import json
+import logging
+import secrets
+import string
+import time
+from collections.abc import Iterable
+from uuid import UUID
+
+from app.errors import NotFound, Unauthorized
+from app.extensions import db
+from app.realtime import current_hub
+
+from . import events
+from .access import new_token, token_matches
+from .models import TERMINAL_PAYMENT_STATUSES, Order
+from .schemas import NewOrder
+
+log = logging.getLogger(__name__)
+
+_ORDER_NUMBER_ALPHABET = string.ascii_uppercase + string.digits
+# Ids per IN (...) query of the fallback poll: far below SQLite's and PostgreSQL's limits.
+POLL_CHUNK = 500
+
+
+def is_order_id(value: str) -> bool:
+    try:
+        return str(UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def new_order_number() -> str:
+    suffix = "".join(secrets.choice(_ORDER_NUMBER_ALPHABET) for _ in range(6))
+    return f"ORD-{int(time.time() * 1000)}-{suffix}"
+
+
+def create_order(new: NewOrder) -> tuple[Order, str]:
+    """Create a pending order; returns it with its access token (shown to the customer once)."""
+    token, token_hash = new_token()
+    order = Order(
+        order_number=new_order_number(),
+        access_token_hash=token_hash,
+        total_amount=new.amount,
+        currency=new.currency,
+        ticket_count=new.ticket_count,
+        customer_email=new.email,
+        customer_first_name=new.first_name,
+        customer_last_name=new.last_name,
+        phone=new.phone,
+    )
+    db.session.add(order)
+    db.session.commit()
+    return order, token
+
+
+def authorize(order_id: str, token: str | None) -> Order:
+    """Load an order the token opens. Wrong token and unknown order look the same: 404."""
+    if not token:
+        raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
+    order = db.session.get(Order, order_id) if is_order_id(order_id) else None
+    if order is None or not token_matches(token, order.access_token_hash):
+        raise NotFound("order not found")
+    return order
+
+
+def _is_news(order_json: dict, since: int) -> bool:
+    return order_json["version"] > since or order_json["paymentStatus"] in TERMINAL_PAYMENT_STATUSES
+
+
+def _answer(order_json: dict, since: int, source: str) -> dict:
+    return {**order_json, "changed": order_json["version"] > since, "source": source}
+
+
+def wait_for_update(order_id: str, token: str | None, since: int | None, timeout_ms: int) -> dict:
+    """Answer as soon as the order moves past `since` (or is terminal), else after the timeout.
+
+    The waiter registers with the hub BEFORE reading any state, so a change committed after
+    the read is delivered by the hub; while blocked it holds no database connection.
+    """
+    if not token:
+        raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
+    if not is_order_id(order_id):
+        raise NotFound("order not found")
+    hub = current_hub()
+    deadline = time.monotonic() + timeout_ms / 1000
+    with hub.watch(events.channel(order_id)) as watch:
+        if since is not None and hub.connected:
+            cached = events.read_latest(order_id)
+            if cached is not None:
+                order_json, token_hash = cached
+                if not token_matches(token, token_hash):
+                    raise NotFound("order not found")
+                if _is_news(order_json, since):
+                    return _answer(order_json, since, "cache")
+
+        order_json = authorize(order_id, token).to_json()
+        db.session.close()  # hand the connection back before blocking
+        if since is None:
+            since = order_json["version"]
+        elif _is_news(order_json, since):
+            return _answer(order_json, since, "db")
+        if order_json["paymentStatus"] in TERMINAL_PAYMENT_STATUSES:
+            return _answer(order_json, since, "db")
+
+        while (remaining := deadline - time.monotonic()) > 0:
+            delivery = watch.next(remaining)
+            if delivery is None:
+                break
+            published = json.loads(delivery.data)
+            if _is_news(published, since):
+                return _answer(published, since, delivery.source)
+
+    # Timed out: the database is the truth, read it once more.
+    order = authorize(order_id, token)
+    answer = _answer(order.to_json(), since, "timeout")
+    db.session.close()
+    return answer
+
+
+def latest_versions(order_ids: list[str]) -> dict[str, tuple[int, str]]:
+    """Current (version, published message) of the given orders: the hub's fallback poll."""
+    latest = {}
+    for chunk in _chunks(order_ids, POLL_CHUNK):
+        for order in db.session.execute(db.select(Order).where(Order.id.in_(chunk))).scalars():
+            latest[order.id] = (order.version, events.message(order))
+    db.session.close()
+    return latest
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,11 @@
+"""Payments: the provider's signed webhook, mapped onto the order state machine."""
+
+from flask import Blueprint
+
+bp = Blueprint("payments", __name__, url_prefix="/api/payhero")
+
+
+def init_app(app) -> None:
+    from . import routes  # noqa: F401  (routes attach to bp)
+
+    app.register_blueprint(bp)

@@ -1,0 +1,74 @@
+"""Apply a verified callback to its order: one transaction, then one publish."""
+
+import logging
+from dataclasses import dataclass
+
+from app.errors import NotFound
+from app.extensions import db
+from app.orders import events
+from app.orders.models import Order
+
+from .schemas import Callback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    order: dict
+    changed: bool
+    duplicate: bool
+    reason: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "success": True,
+            "orderId": self.order["orderId"],
+            "paymentStatus": self.order["paymentStatus"],
+            "status": self.order["status"],
+            "version": self.order["version"],
+            "changed": self.changed,
+            "duplicate": self.duplicate,
+            "reason": self.reason,
+        }
+
+
+def apply_callback(callback: Callback) -> Outcome:
+    """Settle the order the callback names; a settled order is never changed again.
+
+    The row is locked for the transaction so that concurrent deliveries of the same callback
+    serialize: the first settles the order, the rest find it settled and change nothing.
+    """
+    order = db.session.execute(
+        db.select(Order).where(Order.order_number == callback.order_number).with_for_update()
+    ).scalar_one_or_none()
+    if order is None:
+        db.session.rollback()
+        raise NotFound("unknown order reference")
+
+    if order.is_terminal:
+        current = order.to_json()
+        db.session.rollback()
+        duplicate = order.payment_status == callback.payment_status
+        reason = None if duplicate else f"order already {order.payment_status}"
+        log.info(
+            "callback for %s ignored: %s", order.order_number, "duplicate" if duplicate else reason
+        )
+        return Outcome(current, changed=False, duplicate=duplicate, reason=reason)
+
+    target, reason = callback.payment_status, None
+    if target == "completed" and callback.amount != order.total_amount:
+        # A payment of the wrong amount never marks the order paid; it needs reconciliation.
+        target, reason = "failed", "amount_mismatch"
+    order.settle(target, reason=reason)
+    order.mpesa_receipt = callback.receipt
+    order.checkout_request_id = callback.checkout_request_id
+    # Serialized before commit, which would expire the row and cost a reload query.
+    settled, token_hash = order.to_json(), order.access_token_hash
+    db.session.commit()
+
+    events.announce(settled, token_hash)  # after commit: whoever it wakes must find this state
+    log.info(
+        "order %s settled: %s (version %d)", settled["orderNumber"], target, settled["version"]
+    )
+    return Outcome(settled, changed=True, duplicate=False, reason=reason)

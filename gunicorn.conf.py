@@ -1,0 +1,21 @@
+"""gunicorn settings: gevent workers that hold thousands of long polls each."""
+
+import os
+
+bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+# Held waits are open connections: leave room for 10,000 of them per worker, plus others.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "12000"))
+# gevent workers heartbeat from their own loop, so held requests never trip this; it only
+# catches a worker whose loop is stuck. Kept above the longest wait all the same.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "150"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = 75  # above common load-balancer idle timeouts
+control_socket_disable = True
+accesslog = os.environ.get("ACCESS_LOG")  # off unless asked: one line per poll adds up
+
+
+def post_worker_init(worker):
+    """Start this worker's hub now, so its Redis status is logged at start, not first use."""
+    worker.wsgi.extensions["hub"].start()

@@ -1,0 +1,15 @@
+"""WSGI entry point: make every blocking call cooperative FIRST, then build the app."""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+from psycogreen.gevent import patch_psycopg  # noqa: E402
+
+# psycopg2 waits on sockets in C; this makes it yield to the gevent loop, so a slow query
+# never stalls the other greenlets of the worker.
+patch_psycopg()
+
+from app import create_app  # noqa: E402
+
+app = create_app()
