@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 class Latest(NamedTuple):
-    """The cached latest state of a subject: SETEX key ttl value."""
+    """The cached latest state of a subject: SETEX key ttl value (as SET key value EX ttl)."""
 
     key: str
     ttl: int
@@ -35,7 +35,7 @@ def publish_event(
     """
     pipe = client.pipeline(transaction=False)
     pipe.publish(channel, message)
-    pipe.setex(latest.key, latest.ttl, latest.value)
+    pipe.set(latest.key, latest.value, ex=latest.ttl)  # SETEX, in its non-deprecated form
     pipe.rpush(buffer.key, message)
     pipe.expire(buffer.key, buffer.ttl)
     pipe.ltrim(buffer.key, -buffer.max_len, -1)

@@ -1,0 +1,151 @@
+"""Fixtures: a fresh PostgreSQL database per run, the shared Redis, private redis-servers,
+in-process apps and live gunicorn servers. No mocks of Redis or PostgreSQL anywhere.
+
+The test process is patched by gevent first, exactly like a worker, so the hub and the
+concurrent waits of a test run on greenlets as they do in production.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+from psycogreen.gevent import patch_psycopg  # noqa: E402
+
+patch_psycopg()
+
+import os  # noqa: E402
+import uuid  # noqa: E402
+
+import psycopg2  # noqa: E402
+import pytest  # noqa: E402
+import redis  # noqa: E402
+
+from app import create_app  # noqa: E402
+from app.config import TestConfig, normalize_database_url  # noqa: E402
+from app.extensions import db  # noqa: E402
+from tests import servers  # noqa: E402
+from tests.helpers import WEBHOOK_SECRET  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# A database number of its own on the shared Redis: flushed before every test.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+# Fast intervals so fault and fallback paths finish in a test's time.
+FAST = {
+    "WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "FALLBACK_DB_POLL_INTERVAL": 0.2,
+    "HUB_PING_INTERVAL": 1.0,
+    "HUB_RECONNECT_MAX_DELAY": 0.5,
+    "LONGPOLL_MAX_TIMEOUT_MS": 30_000,
+}
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A fresh PostgreSQL database for this run, built by `flask db upgrade`, dropped after."""
+    name = f"orderwait_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(PG_ADMIN_URL)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(PG_ADMIN_URL, name)
+    try:
+        servers.flask_db_upgrade({"DATABASE_URL": url})
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_app(pg_url, redis_client, redis_url):
+    """Build in-process apps (PostgreSQL, shared Redis by default); stops their hubs after."""
+    apps = []
+
+    def build(**overrides):
+        config = {
+            "SQLALCHEMY_DATABASE_URI": normalize_database_url(pg_url),
+            "REDIS_URL": redis_url,
+            **FAST,
+            **overrides,
+        }
+        app = create_app(TestConfig, **config)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["hub"].stop()
+        app.extensions["redis"].connection_pool.disconnect()
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    app = make_app()
+    with app.app_context():
+        db.session.execute(db.text("DELETE FROM orders"))
+        db.session.commit()
+        db.session.remove()
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def private_redis():
+    """Start a redis-server of this test's own on a free port; it may be killed at will."""
+    started = []
+
+    def start(port: int | None = None) -> servers.RedisServer:
+        server = servers.RedisServer(port)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(pg_url, redis_url):
+    """Start gunicorn (gevent workers, the repo's gunicorn.conf.py) on free loopback ports."""
+    started = []
+
+    def start(**env) -> servers.LiveServer:
+        settings = {
+            "DATABASE_URL": pg_url,
+            "REDIS_URL": redis_url,
+            **{k: str(v) for k, v in FAST.items()},
+            **{k: str(v) for k, v in env.items()},
+        }
+        server = servers.LiveServer(settings)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,52 @@
+"""Requests the tests make again and again: orders, signed callbacks."""
+
+import json
+
+from app.payments.signature import sign
+
+WEBHOOK_SECRET = "test-webhook-secret"
+
+CUSTOMER = {"email": "wanjiru@example.com", "firstName": "Wanjiru", "lastName": "Kamau"}
+
+
+def order_body(**overrides) -> dict:
+    return {"amount": 300, "customer": dict(CUSTOMER), **overrides}
+
+
+def create_order(client, **overrides) -> dict:
+    response = client.post("/api/orders", json=order_body(**overrides))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def auth(order: dict) -> dict:
+    return {"Authorization": f"Bearer {order['accessToken']}"}
+
+
+def callback_body(order_number: str, result_code=0, amount=300, **extra) -> bytes:
+    response = {
+        "Amount": amount,
+        "CheckoutRequestID": "ws_CO_191220191020363925",
+        "ExternalReference": order_number,
+        "MerchantRequestID": "2961-6294520-1",
+        "MpesaReceiptNumber": "SJK4A1B2C3",
+        "Phone": "254712345678",
+        "ResultCode": result_code,
+        "ResultDesc": "The service request is processed successfully.",
+        "Status": "Success" if result_code == 0 else "Failed",
+        **extra,
+    }
+    return json.dumps({"status": True, "response": response}).encode()
+
+
+def signature_for(body: bytes, secret: str = WEBHOOK_SECRET) -> dict:
+    return {"X-Webhook-Signature": sign(body, secret), "Content-Type": "application/json"}
+
+
+def post_callback(client, body: bytes, secret: str = WEBHOOK_SECRET):
+    """POST a signed callback through a Flask test client."""
+    return client.post("/api/payhero/callback", data=body, headers=signature_for(body, secret))
+
+
+def pay(client, order: dict, **kwargs):
+    return post_callback(client, callback_body(order["orderNumber"], **kwargs))
