@@ -125,8 +125,9 @@ class LiveServer:
         return Path(self.log.name).read_text(errors="replace")
 
     def stop(self) -> None:
+        """Quick shutdown (SIGQUIT): SIGTERM would wait for idle keep-alive connections."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGQUIT)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:

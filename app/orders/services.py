@@ -86,7 +86,7 @@ def wait_for_update(order_id: str, token: str | None, since: int | None, timeout
     hub = current_hub()
     deadline = time.monotonic() + timeout_ms / 1000
     with hub.watch(events.channel(order_id)) as watch:
-        if since is not None and hub.connected:
+        if since is not None and not hub.redis_down:
             cached = events.read_latest(order_id)
             if cached is not None:
                 order_json, token_hash = cached

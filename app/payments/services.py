@@ -46,20 +46,19 @@ def apply_callback(callback: Callback) -> Outcome:
         db.session.rollback()
         raise NotFound("unknown order reference")
 
-    if order.is_terminal:
-        current = order.to_json()
-        db.session.rollback()
-        duplicate = order.payment_status == callback.payment_status
-        reason = None if duplicate else f"order already {order.payment_status}"
-        log.info(
-            "callback for %s ignored: %s", order.order_number, "duplicate" if duplicate else reason
-        )
-        return Outcome(current, changed=False, duplicate=duplicate, reason=reason)
-
     target, reason = callback.payment_status, None
     if target == "completed" and callback.amount != order.total_amount:
         # A payment of the wrong amount never marks the order paid; it needs reconciliation.
         target, reason = "failed", "amount_mismatch"
+
+    if order.is_terminal:
+        current = order.to_json()
+        db.session.rollback()
+        duplicate = (current["paymentStatus"], current["failureReason"]) == (target, reason)
+        ignored = None if duplicate else f"order already {current['paymentStatus']}"
+        log.info("callback for %s ignored: %s", current["orderNumber"], ignored or "duplicate")
+        return Outcome(current, changed=False, duplicate=duplicate, reason=ignored)
+
     order.settle(target, reason=reason)
     order.mpesa_receipt = callback.receipt
     order.checkout_request_id = callback.checkout_request_id

@@ -155,6 +155,8 @@ class Hub:
         self._awaiting_pong = False
         self._greenlets: list[gevent.Greenlet] = []
         self.connected = False
+        self.redis_down = False  # True once a connection attempt failed, until one succeeds
+        self._first_attempt = Event()  # set after the first connection attempt, either way
         self.reconnects = 0
         self.fallback_polls = 0
 
@@ -184,6 +186,8 @@ class Hub:
         a caller that checks state after this cannot miss a publish made after that check.
         """
         self.start()
+        if not self._first_attempt.is_set():
+            self._first_attempt.wait(self.confirm_timeout)
         sub = self._acquire(CHANNEL, channel)
         sub.waiters += 1
         self._waiters += 1
@@ -268,6 +272,8 @@ class Hub:
             try:
                 self._connect()
             except (RedisError, OSError) as exc:
+                self.redis_down = True
+                self._first_attempt.set()
                 if not announced_down:
                     log.warning(
                         "Redis unreachable at %s (%s): waits are answered by database polling "
@@ -314,6 +320,8 @@ class Hub:
             self._conn = conn
             self._awaiting_pong = False
             self.connected = True
+            self.redis_down = False
+        self._first_attempt.set()
 
     def _mark_disconnected(self) -> None:
         with self._write_lock:

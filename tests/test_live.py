@@ -1,0 +1,117 @@
+"""Real gunicorn servers (gevent workers, the repo's gunicorn.conf.py) on loopback."""
+
+import tempfile
+import time
+from pathlib import Path
+
+import gevent
+import redis
+import requests
+
+from app.payments.signature import sign
+from tests import servers
+from tests.helpers import WEBHOOK_SECRET, callback_body, order_body
+
+
+def create(server) -> dict:
+    response = requests.post(server.url + "/api/orders", json=order_body(), timeout=5)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def wait(server, order: dict, timeout_ms: int = 20_000, since: int = 1) -> requests.Response:
+    return requests.get(
+        f"{server.url}/api/orders/{order['orderId']}/wait",
+        params={"timeout": timeout_ms, "since": since},
+        headers={"Authorization": f"Bearer {order['accessToken']}"},
+        timeout=timeout_ms / 1000 + 10,
+    )
+
+
+def pay(server, order: dict, **kwargs) -> requests.Response:
+    body = callback_body(order["orderNumber"], **kwargs)
+    headers = {"X-Webhook-Signature": sign(body, WEBHOOK_SECRET)}
+    return requests.post(
+        server.url + "/api/payhero/callback", data=body, headers=headers, timeout=10
+    )
+
+
+def test_wait_on_one_instance_is_answered_by_webhook_on_another(live_server, redis_client):
+    first, second = live_server(), live_server()
+    orders = [create(first) for _ in range(5)]
+    waits = [gevent.spawn(wait, first, order) for order in orders]
+    servers.wait_until(
+        lambda: len(redis_client.pubsub_channels("order:status:*")) == len(orders),
+        10,
+        message="waits held on the first instance",
+    )
+
+    sent = time.monotonic()
+    for order in orders:
+        assert pay(second, order).status_code == 200
+    answers = [w.get(timeout=15) for w in waits]
+    elapsed = time.monotonic() - sent
+
+    for order, answer in zip(orders, answers, strict=True):
+        body = answer.json()
+        assert answer.status_code == 200
+        assert body["orderId"] == order["orderId"]
+        assert body["changed"] is True and body["paymentStatus"] == "completed"
+        assert body["source"] == "redis"
+    assert elapsed < 3.0
+
+
+def test_redis_connections_per_worker_stay_constant(live_server, private_redis):
+    redis_server = private_redis()
+    server = live_server(REDIS_URL=redis_server.url)
+    watcher = redis.Redis.from_url(
+        redis_server.url, decode_responses=True, client_name="test-watcher"
+    )
+
+    def app_connections() -> int:
+        return sum(1 for c in watcher.client_list() if c.get("name") != "test-watcher")
+
+    orders = [create(server) for _ in range(200)]
+    waits = [gevent.spawn(wait, server, order) for order in orders]
+    servers.wait_until(
+        lambda: len(watcher.pubsub_channels("order:status:*")) == len(orders),
+        20,
+        message="200 waits held",
+    )
+    held = app_connections()
+
+    payers = [gevent.spawn(pay, server, order) for order in orders]
+    gevent.joinall(payers, timeout=30, raise_error=True)
+    answers = [w.get(timeout=30) for w in waits]
+    assert all(a.status_code == 200 and a.json()["changed"] for a in answers)
+
+    # One pub/sub connection plus the bounded command pool (REDIS_POOL_SIZE=3), whether
+    # 200 waits are held and 200 webhooks publish, or nothing at all.
+    assert 1 <= held <= 4
+    assert app_connections() <= 4
+    watcher.close()
+
+
+def test_embedded_sqlite_without_redis_serves_waits_by_database_polling(live_server):
+    with tempfile.TemporaryDirectory() as folder:
+        database_url = f"sqlite:///{Path(folder) / 'orders.db'}"
+        servers.flask_db_upgrade({"DATABASE_URL": database_url})
+        server = live_server(
+            DATABASE_URL=database_url,
+            REDIS_URL=f"redis://127.0.0.1:{servers.free_port()}/0",
+            FALLBACK_DB_POLL_INTERVAL=0.3,
+        )
+        order = create(server)
+        held = gevent.spawn(wait, server, order)
+        gevent.sleep(0.5)
+        assert not held.ready()
+
+        assert pay(server, order).status_code == 200  # Redis down never fails the webhook
+        body = held.get(timeout=5).json()
+        assert body["changed"] is True and body["paymentStatus"] == "completed"
+        assert body["source"] == "poll"
+
+        lines = [line for line in server.output().splitlines() if "Redis unreachable" in line]
+        assert len(lines) == 1, server.output()
+        assert "database polling" in lines[0]
+        assert requests.get(server.url + "/readyz", timeout=5).json()["checks"]["redis"] == "down"

@@ -1,0 +1,424 @@
+"""POST /api/payhero/callback through the Flask test client, against real PostgreSQL and Redis."""
+
+import json
+import time
+from contextlib import contextmanager
+
+import gevent
+import pytest
+
+from app.extensions import db
+from app.orders import events
+from app.orders.models import Order
+from tests.helpers import (
+    auth,
+    callback_body,
+    create_order,
+    pay,
+    post_callback,
+    signature_for,
+)
+from tests.servers import free_port
+
+CALLBACK = "/api/payhero/callback"
+UNKNOWN_REFERENCE = "ORD-0000000000000-NOSUCH"
+
+
+def assert_error(response, status: int) -> str:
+    """An error response: the status, and JSON {"success": false, "error": "<non-empty>"}."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["success"] is False
+    assert isinstance(body["error"], str) and body["error"].strip()
+    return body["error"]
+
+
+def stored(app, order_id: str) -> dict:
+    """The order as the database holds it (the truth), read in an app context of its own."""
+    with app.app_context():
+        order = db.session.get(Order, order_id)
+        state = {
+            "paymentStatus": order.payment_status,
+            "status": order.status,
+            "version": order.version,
+            "failureReason": order.failure_reason,
+        }
+        db.session.remove()
+    return state
+
+
+def assert_untouched(app, redis_client, order: dict) -> None:
+    """Still the freshly created order, and nothing about it was published to Redis."""
+    state = stored(app, order["orderId"])
+    assert state["paymentStatus"] == "processing"
+    assert state["status"] == "pending"
+    assert state["version"] == 1
+    assert not redis_client.exists(events.latest_key(order["orderId"]))
+    assert not redis_client.exists(events.buffer_key(order["orderId"]))
+
+
+def buffered(redis_client, order_id: str) -> list[dict]:
+    return [json.loads(m) for m in redis_client.lrange(events.buffer_key(order_id), 0, -1)]
+
+
+@contextmanager
+def subscriber(redis_client, order_id: str):
+    """A pub/sub connection subscribed to the order's channel, confirmed before it is used."""
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(events.channel(order_id))
+    try:
+        confirmation = pubsub.get_message(timeout=2.0)
+        assert confirmation is not None and confirmation["type"] == "subscribe"
+        yield pubsub
+    finally:
+        pubsub.close()
+
+
+def received(pubsub, seconds: float, stop_after: int | None = None) -> list[dict]:
+    """The published messages read within `seconds` (at most 100, or `stop_after`)."""
+    deadline = time.monotonic() + seconds
+    messages = []
+    for _ in range(100):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or (stop_after is not None and len(messages) >= stop_after):
+            break
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+        if message is not None and message["type"] == "message":
+            messages.append(json.loads(message["data"]))
+    return messages
+
+
+def without(body: bytes, field: str) -> bytes:
+    payload = json.loads(body)
+    del payload["response"][field]
+    return json.dumps(payload).encode()
+
+
+# --- the state machine -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result_code", "payment_status", "status"),
+    [
+        (0, "completed", "paid"),
+        (1, "cancelled", "cancelled"),
+        (1032, "cancelled", "cancelled"),
+        ("1032", "cancelled", "cancelled"),
+        (2001, "failed", "failed"),
+        (17, "failed", "failed"),
+    ],
+)
+def test_result_code_settles_the_order(app, client, result_code, payment_status, status):
+    order = create_order(client)
+
+    response = pay(client, order, result_code=result_code)
+
+    assert response.status_code == 200, response.get_json()
+    outcome = response.get_json()
+    assert outcome["success"] is True
+    assert outcome["orderId"] == order["orderId"]
+    assert outcome["paymentStatus"] == payment_status
+    assert outcome["status"] == status
+    assert outcome["version"] == 2
+    assert outcome["changed"] is True
+    assert outcome["duplicate"] is False
+    current = client.get(f"/api/orders/{order['orderId']}", headers=auth(order)).get_json()
+    assert current["paymentStatus"] == payment_status
+    assert current["status"] == status
+    assert current["version"] == 2
+    assert stored(app, order["orderId"])["version"] == 2
+
+
+# --- what the commit leaves in Redis -------------------------------------------------------------
+
+
+def test_settled_order_is_cached_with_a_bounded_ttl(app, client, redis_client):
+    order = create_order(client)
+
+    assert pay(client, order).status_code == 200
+
+    key = events.latest_key(order["orderId"])
+    ttl = redis_client.ttl(key)
+    assert 0 < ttl <= app.config["ORDER_CACHE_TTL"]
+    cached = json.loads(redis_client.get(key))
+    assert cached["order"]["orderId"] == order["orderId"]
+    assert cached["order"]["paymentStatus"] == "completed"
+    assert cached["order"]["status"] == "paid"
+    assert cached["order"]["version"] == 2
+
+
+def test_settled_order_is_buffered_once_with_a_bounded_ttl(app, client, redis_client):
+    order = create_order(client)
+
+    assert pay(client, order).status_code == 200
+
+    key = events.buffer_key(order["orderId"])
+    assert redis_client.type(key) == "list"
+    assert 0 < redis_client.ttl(key) <= app.config["EVENT_BUFFER_TTL"]
+    entries = buffered(redis_client, order["orderId"])
+    assert len(entries) == 1
+    assert entries[0]["orderId"] == order["orderId"]
+    assert entries[0]["version"] == 2
+    assert entries[0]["paymentStatus"] == "completed"
+
+
+def test_settled_order_is_published_on_its_channel(client, redis_client):
+    order = create_order(client)
+
+    with subscriber(redis_client, order["orderId"]) as pubsub:
+        assert pay(client, order).status_code == 200
+        messages = received(pubsub, 2.0, stop_after=1)
+
+    assert len(messages) == 1
+    assert messages[0]["orderId"] == order["orderId"]
+    assert messages[0]["paymentStatus"] == "completed"
+    assert messages[0]["version"] == 2
+
+
+def test_event_buffer_keeps_only_the_newest_event_buffer_max_events(make_app, redis_client):
+    # A terminal state is final, so the API settles an order once: one event per order.
+    # Announce three versions directly to see the buffer trimmed to EVENT_BUFFER_MAX.
+    app = make_app(EVENT_BUFFER_MAX=2)
+    client = app.test_client()
+    order = create_order(client)
+    assert pay(client, order).status_code == 200
+    assert len(buffered(redis_client, order["orderId"])) == 1
+
+    with app.app_context():
+        row = db.session.get(Order, order["orderId"])
+        base, token_hash = row.to_json(), row.access_token_hash
+        db.session.remove()
+        for version in (3, 4, 5):
+            assert events.announce({**base, "version": version}, token_hash) is True
+
+    entries = buffered(redis_client, order["orderId"])
+    assert [entry["version"] for entry in entries] == [4, 5]
+
+
+# --- idempotency -------------------------------------------------------------------------------
+
+
+def test_duplicate_webhook_changes_nothing(app, client, redis_client):
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+
+    with subscriber(redis_client, order["orderId"]) as pubsub:
+        first = post_callback(client, body)
+        assert first.status_code == 200
+        first_messages = received(pubsub, 2.0, stop_after=1)
+        second = post_callback(client, body)
+        late_messages = received(pubsub, 0.3)
+
+    assert first.get_json()["changed"] is True
+    assert second.status_code == 200
+    outcome = second.get_json()
+    assert outcome["duplicate"] is True
+    assert outcome["changed"] is False
+    assert outcome["version"] == 2
+    assert outcome["paymentStatus"] == "completed"
+    assert stored(app, order["orderId"])["version"] == 2
+    assert len(buffered(redis_client, order["orderId"])) == 1
+    assert len(first_messages) == 1
+    assert late_messages == []
+
+
+def test_late_different_callback_never_leaves_a_terminal_state(app, client, redis_client):
+    order = create_order(client)
+    assert pay(client, order).status_code == 200
+
+    response = pay(client, order, result_code=1032)
+
+    assert response.status_code == 200
+    outcome = response.get_json()
+    assert outcome["changed"] is False
+    assert outcome["duplicate"] is False
+    assert outcome["paymentStatus"] == "completed"
+    assert outcome["version"] == 2
+    state = stored(app, order["orderId"])
+    assert (state["paymentStatus"], state["status"], state["version"]) == ("completed", "paid", 2)
+    assert len(buffered(redis_client, order["orderId"])) == 1
+
+
+def test_concurrent_duplicate_webhooks_settle_the_order_once(app, client, redis_client):
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+
+    def deliver():
+        return post_callback(app.test_client(), body)
+
+    greenlets = [gevent.spawn(deliver) for _ in range(10)]
+    gevent.joinall(greenlets, timeout=30)
+
+    assert all(g.ready() for g in greenlets), "a delivery did not finish within 30 s"
+    for greenlet in greenlets:
+        assert greenlet.successful(), greenlet.exception
+    responses = [greenlet.value for greenlet in greenlets]
+    assert [r.status_code for r in responses] == [200] * 10
+    outcomes = [r.get_json() for r in responses]
+    assert sum(o["changed"] is True for o in outcomes) == 1
+    assert sum(o["duplicate"] is True for o in outcomes) == 9
+    assert all(o["version"] == 2 for o in outcomes)
+    assert stored(app, order["orderId"])["version"] == 2
+    assert len(buffered(redis_client, order["orderId"])) == 1
+
+
+# --- amounts -----------------------------------------------------------------------------------
+
+
+def test_amount_mismatch_never_marks_the_order_paid(app, client, redis_client):
+    order = create_order(client, amount=300)
+
+    response = pay(client, order, amount=299)
+
+    assert response.status_code == 200
+    assert response.get_json()["paymentStatus"] == "failed"
+    current = client.get(f"/api/orders/{order['orderId']}", headers=auth(order)).get_json()
+    assert current["paymentStatus"] == "failed"
+    assert current["status"] == "failed"
+    assert current["failureReason"] == "amount_mismatch"
+    assert current["version"] == 2
+    assert stored(app, order["orderId"])["paymentStatus"] == "failed"
+
+
+def test_amount_sent_as_a_float_equal_to_the_total_pays_the_order(app, client):
+    order = create_order(client, amount=300)
+
+    response = pay(client, order, amount=300.0)
+
+    assert response.status_code == 200
+    state = stored(app, order["orderId"])
+    assert (state["paymentStatus"], state["status"], state["version"]) == ("completed", "paid", 2)
+    assert state["failureReason"] is None
+
+
+# --- signatures --------------------------------------------------------------------------------
+
+
+def test_callback_without_signature_is_rejected(app, client, redis_client):
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+
+    response = client.post(CALLBACK, data=body, content_type="application/json")
+
+    assert_error(response, 401)
+    assert_untouched(app, redis_client, order)
+
+
+def test_callback_signed_with_the_wrong_secret_is_rejected(app, client, redis_client):
+    order = create_order(client)
+
+    response = post_callback(client, callback_body(order["orderNumber"]), secret="not-the-secret")
+
+    assert_error(response, 401)
+    assert_untouched(app, redis_client, order)
+
+
+def test_signature_without_sha256_prefix_is_rejected(app, client, redis_client):
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+    headers = signature_for(body)
+    headers["X-Webhook-Signature"] = headers["X-Webhook-Signature"].removeprefix("sha256=")
+
+    response = client.post(CALLBACK, data=body, headers=headers)
+
+    assert_error(response, 401)
+    assert_untouched(app, redis_client, order)
+
+
+def test_body_altered_after_signing_is_rejected(app, client, redis_client):
+    order = create_order(client)
+    signed = callback_body(order["orderNumber"], result_code=1032)
+    altered = callback_body(order["orderNumber"], result_code=0)
+
+    response = client.post(CALLBACK, data=altered, headers=signature_for(signed))
+
+    assert_error(response, 401)
+    assert_untouched(app, redis_client, order)
+
+
+def test_empty_webhook_secret_accepts_no_callback(make_app, redis_client):
+    app = make_app(WEBHOOK_SECRET="")
+    client = app.test_client()
+    order = create_order(client)
+
+    response = post_callback(client, callback_body(order["orderNumber"]), secret="")
+
+    assert_error(response, 401)
+    assert_untouched(app, redis_client, order)
+
+
+# --- malformed but signed ----------------------------------------------------------------------
+
+MALFORMED = [
+    pytest.param(lambda ref: b'{"status": true, "response": ', id="invalid-json"),
+    pytest.param(lambda ref: b"\xff\xfe not utf-8", id="not-utf8"),
+    pytest.param(lambda ref: json.dumps([json.loads(callback_body(ref))]).encode(), id="array"),
+    pytest.param(lambda ref: json.dumps({"status": True}).encode(), id="response-missing"),
+    pytest.param(
+        lambda ref: json.dumps({"status": True, "response": "Success"}).encode(),
+        id="response-string",
+    ),
+    pytest.param(lambda ref: callback_body(ref, result_code="abc"), id="result-code-abc"),
+    pytest.param(lambda ref: callback_body(ref, result_code=None), id="result-code-null"),
+    pytest.param(lambda ref: without(callback_body(ref), "ResultCode"), id="result-code-missing"),
+    pytest.param(lambda ref: without(callback_body(ref), "Amount"), id="paid-amount-missing"),
+    pytest.param(lambda ref: callback_body(ref, amount="300"), id="amount-string"),
+    pytest.param(lambda ref: callback_body(ref, amount=-300), id="amount-negative"),
+    pytest.param(
+        lambda ref: without(callback_body(ref), "ExternalReference"), id="reference-missing"
+    ),
+    pytest.param(lambda ref: callback_body(ref, ExternalReference=42), id="reference-number"),
+]
+
+
+@pytest.mark.parametrize("build", MALFORMED)
+def test_signed_malformed_callback_is_a_bad_request_and_changes_nothing(
+    app, client, redis_client, build
+):
+    order = create_order(client)
+
+    response = post_callback(client, build(order["orderNumber"]))
+
+    assert_error(response, 400)
+    assert_untouched(app, redis_client, order)
+
+
+def test_callback_for_an_unknown_reference_is_not_found(app, client, redis_client):
+    order = create_order(client)
+
+    response = post_callback(client, callback_body(UNKNOWN_REFERENCE))
+
+    assert_error(response, 404)
+    assert_untouched(app, redis_client, order)
+
+
+# --- Redis down --------------------------------------------------------------------------------
+
+
+def test_redis_down_never_fails_the_webhook(make_app):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    client = app.test_client()
+    order = create_order(client)
+
+    started = time.monotonic()
+    response = pay(client, order)
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    outcome = response.get_json()
+    assert outcome["changed"] is True
+    assert outcome["version"] == 2
+    state = stored(app, order["orderId"])
+    assert (state["paymentStatus"], state["status"], state["version"]) == ("completed", "paid", 2)
+    assert elapsed < 10, f"the webhook took {elapsed:.1f} s with Redis down"
+
+
+def test_redelivered_amount_mismatch_is_reported_as_a_duplicate(client):
+    order = create_order(client)
+    body = callback_body(order["orderNumber"], amount=299)
+    first = post_callback(client, body).get_json()
+    again = post_callback(client, body).get_json()
+    assert first["changed"] is True and first["paymentStatus"] == "failed"
+    assert again["changed"] is False and again["duplicate"] is True
+    assert again["version"] == first["version"]
