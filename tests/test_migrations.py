@@ -39,8 +39,10 @@ def test_postgresql_schema_matches_the_models(pg_url):
     assert pg_url.startswith("postgresql://")
     check = flask_db("check", database_url=pg_url)
     assert check.returncode == 0, check.stdout + check.stderr
-    columns = {c["name"] for c in sa.inspect(sa.create_engine(normalize_database_url(pg_url)))
-               .get_columns("orders")}
+    columns = {
+        c["name"]
+        for c in sa.inspect(sa.create_engine(normalize_database_url(pg_url))).get_columns("orders")
+    }
     assert {"id", "order_number", "access_token_hash", "version", "payment_status"} <= columns
 
 
