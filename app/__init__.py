@@ -36,9 +36,10 @@ def configure_database_url(app: Flask) -> None:
     os.makedirs(app.instance_path, exist_ok=True)
     path = os.path.join(app.instance_path, "orders.db")
     app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
-    # Writers wait for SQLite's single write lock instead of failing at once.
+    # Writers wait for SQLite's single write lock instead of failing at once. Pool sizing is
+    # a server-database setting: SQLite keeps SQLAlchemy's own defaults.
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-        **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+        "pool_pre_ping": True,
         "connect_args": {"timeout": 15},
     }
 

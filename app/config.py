@@ -31,7 +31,13 @@ class Config:
         if os.environ.get("DATABASE_URL")
         else None
     )
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # pool_size: a gevent worker runs many requests at once; overflow connections are closed
+    # when handed back, so a pool smaller than the usual concurrency reconnects constantly.
+    SQLALCHEMY_ENGINE_OPTIONS = {
+        "pool_pre_ping": True,
+        "pool_size": _int("DATABASE_POOL_SIZE", 20),
+        "max_overflow": _int("DATABASE_MAX_OVERFLOW", 10),
+    }
 
     REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
     # Command connections per worker (cache reads, publishes); the hub adds one pub/sub connection.

@@ -694,6 +694,15 @@ def report(args, load: Load, verdict: Verdict, machine_rows, problems: list[str]
     return "\n".join(lines)
 
 
+def cold_report(count: int, verdict: Verdict) -> str:
+    lat = verdict.latencies_ms
+    figures = " / ".join(f"{percentile(lat, p):.1f}" for p in (50, 95, 99, 100))
+    return (
+        f"cold worker, first round of {count} (not in the figures above): "
+        f"{verdict.correct} correct, webhook->answer p50 / p95 / p99 / max {figures} ms"
+    )
+
+
 def cpu_pair(mark: CpuMark) -> str:
     return f"{mark.generator:.2f} / {mark.worker:.2f}"
 
@@ -706,8 +715,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--orders", type=int, default=1000, help="N: orders, waits, webhooks")
     parser.add_argument("--concurrency", type=int, default=20, help="webhooks in flight")
     parser.add_argument("--timeout-ms", type=int, default=60000, help="timeout of each wait")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=100,
+        help="orders of a first, separately reported round on the cold worker (0: none)",
+    )
     args = parser.parse_args()
-    if args.orders < 1 or args.concurrency < 1 or args.timeout_ms < 1:
+    if args.orders < 1 or args.concurrency < 1 or args.timeout_ms < 1 or args.warmup < 0:
         parser.error("--orders, --concurrency and --timeout-ms must be positive")
     return args
 
@@ -727,13 +742,22 @@ def run(args) -> int:
             f"gunicorn master {server.master.pid}, worker {server.worker}; creating orders",
             flush=True,
         )
+        cold = None
+        if args.warmup:
+            # The first requests of a fresh worker pay one-time costs (SQL compilation, new
+            # database connections): measured and shown apart from the steady state.
+            warm_orders = create_orders(server.port, args.warmup, args.concurrency)
+            cold = judge(asyncio.run(run_load(args, server, redis_url, warm_orders, secret)))
+            print(f"warm-up round of {args.warmup} done", flush=True)
         orders = create_orders(server.port, args.orders, args.concurrency)
         print(f"{len(orders)} orders created; holding waits", flush=True)
         load = asyncio.run(run_load(args, server, redis_url, orders, secret))
         verdict = judge(load)
         problems = server.changes() + log_problems(server.log)
         print(report(args, load, verdict, machine_rows, problems))
-        passed = verdict.correct == args.orders
+        if cold is not None:
+            print(cold_report(args.warmup, cold))
+        passed = verdict.correct == args.orders and (cold is None or cold.correct == args.warmup)
         if problems or not passed:
             print_log_tail(server.log)
     return 0 if passed else 1

@@ -7,7 +7,8 @@ from flask import current_app
 from redis.exceptions import RedisError
 
 from app.extensions import redis_store
-from app.realtime.publish import Buffer, Latest, publish_event
+from app.realtime import current_publisher
+from app.realtime.publish import Buffer, Event, Latest
 
 from .models import Order
 
@@ -43,13 +44,13 @@ def announce(order_json: dict, token_hash: str) -> bool:
     order_id = order_json["orderId"]
     # The cache carries the token hash so a cache hit can authorize without the database.
     cached = encode({"order": order_json, "tokenHash": token_hash})
-    return publish_event(
-        redis_store.client(),
+    event = Event(
         channel(order_id),
         encode(order_json),
-        latest=Latest(latest_key(order_id), cfg["ORDER_CACHE_TTL"], cached),
-        buffer=Buffer(buffer_key(order_id), cfg["EVENT_BUFFER_TTL"], cfg["EVENT_BUFFER_MAX"]),
+        Latest(latest_key(order_id), cfg["ORDER_CACHE_TTL"], cached),
+        Buffer(buffer_key(order_id), cfg["EVENT_BUFFER_TTL"], cfg["EVENT_BUFFER_MAX"]),
     )
+    return current_publisher().publish(event)
 
 
 def read_latest(order_id: str) -> tuple[dict, str] | None:

@@ -3,13 +3,18 @@
 from flask import current_app
 
 from .hub import Delivery, Hub, Watch
+from .publish import Publisher
 
-__all__ = ["Delivery", "Hub", "Watch", "current_hub", "init_app"]
+__all__ = ["Delivery", "Hub", "Publisher", "Watch", "current_hub", "current_publisher", "init_app"]
 
 
 def init_app(app) -> None:
-    """Create this process's hub. It starts on first use, or when the server worker starts."""
+    """Create this process's hub and publisher; each starts on first use (the hub also when
+    the server worker starts). Needs the Redis command client to be bound already."""
     cfg = app.config
+    app.extensions["publisher"] = Publisher(
+        app.extensions["redis"], wait_timeout=cfg["REDIS_SOCKET_TIMEOUT"]
+    )
     app.extensions["hub"] = Hub(
         cfg["REDIS_URL"],
         poll_interval=cfg["FALLBACK_DB_POLL_INTERVAL"],
@@ -21,3 +26,7 @@ def init_app(app) -> None:
 
 def current_hub() -> Hub:
     return current_app.extensions["hub"]
+
+
+def current_publisher() -> Publisher:
+    return current_app.extensions["publisher"]
