@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import gevent
+import psycopg2
 import redis
 import requests
 
@@ -115,3 +116,30 @@ def test_embedded_sqlite_without_redis_serves_waits_by_database_polling(live_ser
         assert len(lines) == 1, server.output()
         assert "database polling" in lines[0]
         assert requests.get(server.url + "/readyz", timeout=5).json()["checks"]["redis"] == "down"
+
+
+def test_a_webhook_blocked_on_a_locked_row_stalls_nothing_else(live_server, pg_url):
+    """psycopg2 yields to gevent (wsgi.py): one worker keeps serving while a query blocks."""
+    server = live_server()
+    locked, other = create(server), create(server)
+    blocker = psycopg2.connect(pg_url)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("SELECT id FROM orders WHERE id = %s FOR UPDATE", (locked["orderId"],))
+        stuck = gevent.spawn(pay, server, locked)
+        gevent.sleep(0.3)
+        assert not stuck.ready(), "the webhook for the locked order should be waiting"
+
+        held = gevent.spawn(wait, server, other)
+        gevent.sleep(0.1)
+        started = time.monotonic()
+        assert pay(server, other).status_code == 200
+        answer = held.get(timeout=5)
+        elapsed = time.monotonic() - started
+        assert answer.json()["changed"] is True and answer.json()["source"] == "redis"
+        assert elapsed < 0.5, f"order B took {elapsed * 1000:.0f} ms while A was locked"
+        assert not stuck.ready()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert stuck.get(timeout=10).status_code == 200
