@@ -57,8 +57,10 @@ class Config:
 
     # Seconds between batched database polls while Redis pub/sub is unavailable.
     FALLBACK_DB_POLL_INTERVAL = _float("FALLBACK_DB_POLL_INTERVAL", 2.0)
-    # Seconds between hub keepalive PINGs; a PING unanswered for this long means Redis is lost.
-    HUB_PING_INTERVAL = _float("HUB_PING_INTERVAL", 5.0)
+    # Every HUB_CANARY_INTERVAL seconds the hub publishes to itself; no echo within
+    # HUB_CANARY_TIMEOUT means a half-open or silently dead subscription: reconnect.
+    HUB_CANARY_INTERVAL = _float("HUB_CANARY_INTERVAL", 5.0)
+    HUB_CANARY_TIMEOUT = _float("HUB_CANARY_TIMEOUT", 3.0)
     # Cap of the hub's reconnect backoff, in seconds.
     HUB_RECONNECT_MAX_DELAY = _float("HUB_RECONNECT_MAX_DELAY", 2.0)
 

@@ -3,11 +3,15 @@
 import logging
 
 from flask import jsonify
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+
+# What the database raises when it is down, unreachable or out of connections.
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
 class ApiError(Exception):
@@ -52,6 +56,7 @@ def register_error_handlers(app) -> None:
         return error_response(err.description or err.name, err.code or 500)
 
     @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
     @app.errorhandler(PoolTimeoutError)
     def handle_database_down(err):
         # The database is the truth: without it we cannot answer, but the client may retry.

@@ -22,7 +22,9 @@ def make_hub():
     hubs = []
 
     def build(url: str, **options) -> Hub:
-        hub = Hub(url, **{"poll_interval": 0.1, "ping_interval": 1.0, **options})
+        hub = Hub(
+            url, **{"poll_interval": 0.1, "canary_interval": 0.5, "canary_timeout": 1.0, **options}
+        )
         hub.start()
         hubs.append(hub)
         return hub

@@ -8,7 +8,7 @@ from redis.exceptions import RedisError
 
 from app.extensions import redis_store
 from app.realtime import current_publisher
-from app.realtime.publish import Buffer, Event, Latest
+from app.realtime.publish import Append, Latest, Publish
 
 from .models import Order
 
@@ -39,18 +39,25 @@ def encode(order_json: dict) -> str:
 
 
 def announce(order_json: dict, token_hash: str) -> bool:
-    """Publish a committed change: pub/sub, cache and replay buffer in one pipeline."""
+    """Publish a committed change: pub/sub, cache and replay buffer in one round trip."""
     cfg = current_app.config
-    order_id = order_json["orderId"]
+    order_id, message = order_json["orderId"], encode(order_json)
+    return current_publisher().send(
+        Publish(channel(order_id), message),
+        _latest(order_json, token_hash),
+        Append(buffer_key(order_id), message, cfg["EVENT_BUFFER_TTL"], cfg["EVENT_BUFFER_MAX"]),
+    )
+
+
+def remember(order_json: dict, token_hash: str) -> bool:
+    """Cache a new order's state: nobody waits on it yet, so nothing is published."""
+    return current_publisher().send(_latest(order_json, token_hash))
+
+
+def _latest(order_json: dict, token_hash: str) -> Latest:
     # The cache carries the token hash so a cache hit can authorize without the database.
     cached = encode({"order": order_json, "tokenHash": token_hash})
-    event = Event(
-        channel(order_id),
-        encode(order_json),
-        Latest(latest_key(order_id), cfg["ORDER_CACHE_TTL"], cached),
-        Buffer(buffer_key(order_id), cfg["EVENT_BUFFER_TTL"], cfg["EVENT_BUFFER_MAX"]),
-    )
-    return current_publisher().publish(event)
+    return Latest(latest_key(order_json["orderId"]), current_app.config["ORDER_CACHE_TTL"], cached)
 
 
 def read_latest(order_id: str) -> tuple[dict, str] | None:

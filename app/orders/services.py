@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from uuid import UUID
 
-from app.errors import NotFound, Unauthorized
+from app.errors import DATABASE_DOWN, NotFound, ServiceUnavailable, Unauthorized
 from app.extensions import db
 from app.realtime import current_hub
 
@@ -52,6 +52,8 @@ def create_order(new: NewOrder) -> tuple[Order, str]:
     )
     db.session.add(order)
     db.session.commit()
+    # Cached from the start, so a wait can still be authorized while the database is down.
+    events.remember(order.to_json(), token_hash)
     return order, token
 
 
@@ -77,7 +79,8 @@ def wait_for_update(order_id: str, token: str | None, since: int | None, timeout
     """Answer as soon as the order moves past `since` (or is terminal), else after the timeout.
 
     The waiter registers with the hub BEFORE reading any state, so a change committed after
-    the read is delivered by the hub; while blocked it holds no database connection.
+    the read is delivered by the hub; while blocked it holds no database connection. With the
+    database down it carries on from the cached state, and only fails when there is none.
     """
     if not token:
         raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
@@ -86,23 +89,15 @@ def wait_for_update(order_id: str, token: str | None, since: int | None, timeout
     hub = current_hub()
     deadline = time.monotonic() + timeout_ms / 1000
     with hub.watch(events.channel(order_id)) as watch:
-        if since is not None and not hub.redis_down:
-            cached = events.read_latest(order_id)
-            if cached is not None:
-                order_json, token_hash = cached
-                if not token_matches(token, token_hash):
-                    raise NotFound("order not found")
-                if _is_news(order_json, since):
-                    return _answer(order_json, since, "cache")
+        cached = None if hub.redis_down else _cached_order(order_id, token)
+        if since is not None and cached is not None and _is_news(cached, since):
+            return _answer(cached, since, "cache")
 
-        order_json = authorize(order_id, token).to_json()
-        db.session.close()  # hand the connection back before blocking
+        current, source = _current_order(order_id, token, cached)
         if since is None:
-            since = order_json["version"]
-        elif _is_news(order_json, since):
-            return _answer(order_json, since, "db")
-        if order_json["paymentStatus"] in TERMINAL_PAYMENT_STATUSES:
-            return _answer(order_json, since, "db")
+            since = current["version"]
+        if _is_news(current, since):
+            return _answer(current, since, source)
 
         while (remaining := deadline - time.monotonic()) > 0:
             delivery = watch.next(remaining)
@@ -112,11 +107,34 @@ def wait_for_update(order_id: str, token: str | None, since: int | None, timeout
             if _is_news(published, since):
                 return _answer(published, since, delivery.source)
 
-    # Timed out: the database is the truth, read it once more.
-    order = authorize(order_id, token)
-    answer = _answer(order.to_json(), since, "timeout")
-    db.session.close()
-    return answer
+    # Timed out: the database is the truth, read it once more (or keep what we know).
+    final, _ = _current_order(order_id, token, current)
+    return _answer(final, since, "timeout")
+
+
+def _cached_order(order_id: str, token: str) -> dict | None:
+    """The cached order JSON, if any; a token that does not open it is a 404 right here."""
+    cached = events.read_latest(order_id)
+    if cached is None:
+        return None
+    order_json, token_hash = cached
+    if not token_matches(token, token_hash):
+        raise NotFound("order not found")
+    return order_json
+
+
+def _current_order(order_id: str, token: str, known: dict | None) -> tuple[dict, str]:
+    """The order from the database, or `known` (already authorized) when the database is down."""
+    try:
+        return authorize(order_id, token).to_json(), "db"
+    except DATABASE_DOWN:
+        if known is None:
+            raise ServiceUnavailable(
+                "database unavailable and no cached state of this order, retry shortly"
+            ) from None
+        return known, "cache"
+    finally:
+        db.session.close()  # hand the connection back before blocking
 
 
 def latest_versions(order_ids: list[str]) -> dict[str, tuple[int, str]]:

@@ -17,10 +17,13 @@ def init_app(app) -> None:
     )
     app.extensions["hub"] = Hub(
         cfg["REDIS_URL"],
+        publisher=app.extensions["redis"],
         poll_interval=cfg["FALLBACK_DB_POLL_INTERVAL"],
-        ping_interval=cfg["HUB_PING_INTERVAL"],
+        canary_interval=cfg["HUB_CANARY_INTERVAL"],
+        canary_timeout=cfg["HUB_CANARY_TIMEOUT"],
         reconnect_max_delay=cfg["HUB_RECONNECT_MAX_DELAY"],
         connect_timeout=cfg["REDIS_CONNECT_TIMEOUT"],
+        socket_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
     )
 
 

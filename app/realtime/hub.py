@@ -16,6 +16,9 @@ The hub knows no feature: channels, payloads and poll sources are plain strings 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -124,21 +127,28 @@ class Hub:
         self,
         redis_url: str,
         *,
+        publisher: redis.Redis | None = None,
         poll_interval: float = 2.0,
-        ping_interval: float = 5.0,
+        canary_interval: float = 5.0,
+        canary_timeout: float = 3.0,
         reconnect_max_delay: float = 2.0,
         connect_timeout: float = 0.5,
+        socket_timeout: float = 5.0,
         confirm_timeout: float = 1.0,
     ):
         self.redis_url = redis_url
         self.poll_interval = poll_interval
-        self.ping_interval = ping_interval
+        self.canary_interval = canary_interval
+        self.canary_timeout = canary_timeout
         self.reconnect_max_delay = reconnect_max_delay
         self.confirm_timeout = confirm_timeout
+        # Reads wait in can_read with their own timeout; socket_timeout bounds the connect
+        # handshake, writes and the rest of a frame, so a frozen server cannot hang the hub.
         pool = redis.ConnectionPool.from_url(
             redis_url,
             decode_responses=True,
             socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
             socket_keepalive=True,
             client_name="orderwait:hub",
             # RESP2: pub/sub frames come back from read_response as plain arrays. Under
@@ -152,7 +162,15 @@ class Hub:
         self._subs: dict[tuple[str, str], _Subscription] = {}
         self._poll_sources: dict[str, PollSource] = {}
         self._waiters = 0
-        self._awaiting_pong = False
+        # The canary: a message this hub publishes to itself through the command connection
+        # that application publishes use. A missing echo means the subscription went silent.
+        self._publisher = publisher or redis.Redis.from_url(
+            redis_url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout
+        )
+        self._canary_channel = f"hub:canary:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._canary_token = 0
+        self._canary_sent_at: float | None = None  # set while an echo is awaited
+        self._canary_failure: str | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self.connected = False
         self.redis_down = False  # True once a connection attempt failed, until one succeeds
@@ -313,12 +331,14 @@ class Hub:
         conn = self._connection_class(**self._connection_kwargs)
         conn.connect()
         with self._write_lock:
-            for kind in (CHANNEL, PATTERN):
-                names = [name for k, name in self._subs if k == kind]
-                if names:
-                    conn.send_command(_SUBSCRIBE[kind], *names)
+            channels = [name for kind, name in self._subs if kind == CHANNEL]
+            conn.send_command("SUBSCRIBE", self._canary_channel, *channels)
+            patterns = [name for kind, name in self._subs if kind == PATTERN]
+            if patterns:
+                conn.send_command("PSUBSCRIBE", *patterns)
             self._conn = conn
-            self._awaiting_pong = False
+            self._canary_sent_at = None
+            self._canary_failure = None
             self.connected = True
             self.redis_down = False
         self._first_attempt.set()
@@ -334,23 +354,51 @@ class Hub:
 
     def _read_loop(self) -> None:
         conn = self._conn
+        next_canary = time.monotonic() + min(self.canary_interval, 1.0)
         while self.connected:
-            if conn.can_read(timeout=self.ping_interval):
-                self._dispatch(conn.read_response())
-            elif self._awaiting_pong:
-                raise redis.ConnectionError(f"no PONG within {self.ping_interval}s")
+            now = time.monotonic()
+            if self._canary_failure:
+                raise redis.ConnectionError(self._canary_failure)
+            if self._canary_sent_at is None:
+                if now >= next_canary:
+                    self._send_canary(now)
+                    next_canary = now + self.canary_interval
+                wake_in = max(next_canary - now, 0.0)
             else:
-                self._awaiting_pong = True
-                self._send("PING")
+                wake_in = self._canary_sent_at + self.canary_timeout - now
+                if wake_in <= 0:
+                    raise redis.ConnectionError(
+                        f"canary not echoed within {self.canary_timeout:.1f}s"
+                    )
+            if conn.can_read(timeout=max(wake_in, 0.01)):
+                self._dispatch(conn.read_response())
         raise redis.ConnectionError("write to the pub/sub connection failed")
+
+    def _send_canary(self, now: float) -> None:
+        self._canary_token += 1
+        self._canary_sent_at = now
+        gevent.spawn(self._publish_canary, self._canary_token)
+
+    def _publish_canary(self, token: int) -> None:
+        """Publish in a greenlet of its own: a frozen server must not block the reader."""
+        try:
+            receivers = self._publisher.publish(self._canary_channel, str(token))
+        except RedisError as exc:
+            failure = f"canary publish failed: {exc}"
+        else:
+            failure = None if receivers else "canary reached no subscriber"
+        if failure and token == self._canary_token:
+            self._canary_failure = failure
 
     def _dispatch(self, response) -> None:
         if not isinstance(response, list):
-            if response == "PONG":  # PING answered while subscribed to nothing
-                self._awaiting_pong = False
             return
         kind = response[0]
         if kind == "message":
+            if response[1] == self._canary_channel:
+                if response[2] == str(self._canary_token):
+                    self._canary_sent_at = None
+                return
             self._deliver(self._subs.get((CHANNEL, response[1])), response[1], response[2], "redis")
         elif kind == "pmessage":
             self._deliver(self._subs.get((PATTERN, response[1])), response[2], response[3], "redis")
@@ -358,8 +406,6 @@ class Hub:
             sub = self._subs.get((_CONFIRMATION_KIND[kind], response[1]))
             if sub is not None:
                 sub.confirmed.set()
-        elif kind == "pong":
-            self._awaiting_pong = False
 
     def _deliver(self, sub: _Subscription | None, channel: str, data: str, source: str) -> None:
         if sub is None:

@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 200
 
 
+class Publish(NamedTuple):
+    """PUBLISH channel message."""
+
+    channel: str
+    message: str
+
+    def queue_on(self, pipe) -> None:
+        pipe.publish(self.channel, self.message)
+
+
 class Latest(NamedTuple):
     """The cached latest state of a subject: SETEX key ttl value (as SET key value EX ttl)."""
 
@@ -28,27 +38,25 @@ class Latest(NamedTuple):
     ttl: int
     value: str
 
+    def queue_on(self, pipe) -> None:
+        pipe.set(self.key, self.value, ex=self.ttl)
 
-class Buffer(NamedTuple):
-    """The replay buffer of a subject: RPUSH, EXPIRE ttl, LTRIM to the newest `max_len`."""
+
+class Append(NamedTuple):
+    """A replay buffer: RPUSH the value, EXPIRE ttl, LTRIM to the newest `max_len`."""
 
     key: str
+    value: str
     ttl: int
     max_len: int
 
-
-class Event(NamedTuple):
-    channel: str
-    message: str
-    latest: Latest
-    buffer: Buffer
-
     def queue_on(self, pipe) -> None:
-        pipe.publish(self.channel, self.message)
-        pipe.set(self.latest.key, self.latest.value, ex=self.latest.ttl)  # SETEX
-        pipe.rpush(self.buffer.key, self.message)
-        pipe.expire(self.buffer.key, self.buffer.ttl)
-        pipe.ltrim(self.buffer.key, -self.buffer.max_len, -1)
+        pipe.rpush(self.key, self.value)
+        pipe.expire(self.key, self.ttl)
+        pipe.ltrim(self.key, -self.max_len, -1)
+
+
+Operation = Publish | Latest | Append
 
 
 class Publisher:
@@ -58,8 +66,8 @@ class Publisher:
         self._queue: SimpleQueue = SimpleQueue()
         self._greenlet: gevent.Greenlet | None = None
 
-    def publish(self, event: Event) -> bool:
-        """Publish, cache and buffer one event; block until its batch was sent.
+    def send(self, *operations: Operation) -> bool:
+        """Send one event's operations, in order, with others; block until the batch was sent.
 
         Returns False when Redis failed (or did not answer in time). Callers have already
         committed, so the database stays the truth and waiters catch up through the hub's
@@ -68,13 +76,11 @@ class Publisher:
         if self._greenlet is None or self._greenlet.dead:
             self._greenlet = gevent.spawn(self._run)
         done = AsyncResult()
-        self._queue.put((event, done))
+        self._queue.put((operations, done))
         try:
             return done.get(timeout=self._wait_timeout)
         except gevent.Timeout:
-            log.warning(
-                "publish on %s not confirmed within %.1fs", event.channel, self._wait_timeout
-            )
+            log.warning("Redis did not confirm %s within %.1fs", operations[0], self._wait_timeout)
             return False
 
     def stop(self) -> None:
@@ -93,8 +99,9 @@ class Publisher:
 
     def _send(self, batch) -> bool:
         pipe = self._client.pipeline(transaction=False)
-        for event, _ in batch:
-            event.queue_on(pipe)
+        for operations, _ in batch:
+            for operation in operations:
+                operation.queue_on(pipe)
         try:
             pipe.execute()
         except RedisError as exc:
