@@ -31,7 +31,23 @@ def configure_logging(app: Flask) -> None:
 
 def configure_database_url(app: Flask) -> None:
     """Default to the embedded SQLite file instance/orders.db."""
-    if app.config.get("SQLALCHEMY_DATABASE_URI"):
+    uri = app.config.get("SQLALCHEMY_DATABASE_URI")
+    if uri and uri.startswith("postgresql"):
+        # An unreachable server fails in seconds instead of the OS's TCP timeout, and a dead
+        # peer is noticed by keepalives.
+        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **options,
+            "connect_args": {
+                "connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT"],
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                **options.get("connect_args", {}),
+            },
+        }
+    if uri:
         return
     os.makedirs(app.instance_path, exist_ok=True)
     path = os.path.join(app.instance_path, "orders.db")

@@ -39,6 +39,8 @@ class Config:
         "max_overflow": _int("DATABASE_MAX_OVERFLOW", 10),
     }
 
+    DATABASE_CONNECT_TIMEOUT = _int("DATABASE_CONNECT_TIMEOUT", 3)  # seconds, PostgreSQL
+
     REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
     # Command connections per worker (cache reads, publishes); the hub adds one pub/sub connection.
     REDIS_POOL_SIZE = _int("REDIS_POOL_SIZE", 3)

@@ -42,6 +42,7 @@ class RedisStore:
             timeout=cfg["REDIS_SOCKET_TIMEOUT"],
             socket_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
             socket_connect_timeout=cfg["REDIS_CONNECT_TIMEOUT"],
+            socket_keepalive=True,
             decode_responses=True,
             client_name="orderwait:cmd",
         )

@@ -18,7 +18,8 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Database down is not ready (503); Redis down is degraded but serving (200)."""
+    """Database down is not ready (503); Redis down, or pub/sub not delivering (the hub is on
+    database polling), is degraded but serving (200)."""
     checks = {}
     try:
         db.session.execute(text("SELECT 1"))
@@ -35,4 +36,5 @@ def readyz():
     checks["pubsub"] = "connected" if current_hub().connected else "database-polling"
     if checks["database"] != "ok":
         return jsonify(status="unavailable", checks=checks), 503
-    return jsonify(status="ok" if checks["redis"] == "ok" else "degraded", checks=checks)
+    healthy = checks["redis"] == "ok" and checks["pubsub"] == "connected"
+    return jsonify(status="ok" if healthy else "degraded", checks=checks)

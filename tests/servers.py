@@ -10,7 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import gevent
 import requests
+from gevent.server import StreamServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -85,6 +87,78 @@ class RedisServer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and the kernel still accepts, but nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+
+class TcpProxy:
+    """A loopback TCP proxy, run by the test process's gevent loop, that tests can break.
+
+    stop() refuses new connections and drops the open ones (a server that went away);
+    start() serves again on the same port; mute() silences every open connection in both
+    directions while new ones pass normally (a connection that silently stopped answering,
+    as the old side of a failover).
+    """
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self._pairs: set[tuple[socket.socket, socket.socket]] = set()
+        self._muted: set[tuple[socket.socket, socket.socket]] = set()
+        self._server: StreamServer | None = None
+        self.start()
+
+    def start(self) -> None:
+        self._server = StreamServer(("127.0.0.1", self.port), self._handle)
+        self._server.init_socket()
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for pair in list(self._pairs):
+            for sock in pair:
+                sock.close()
+
+    def mute(self) -> None:
+        self._muted |= self._pairs
+
+    def _handle(self, client: socket.socket, _address) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=2)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        pair = (client, upstream)
+        self._pairs.add(pair)
+        try:
+            gevent.joinall(
+                [
+                    gevent.spawn(self._pipe, pair, client, upstream),
+                    gevent.spawn(self._pipe, pair, upstream, client),
+                ],
+                count=1,
+            )
+        finally:
+            self._pairs.discard(pair)
+            self._muted.discard(pair)
+            client.close()
+            upstream.close()
+
+    def _pipe(self, pair, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if pair not in self._muted:
+                    target.sendall(data)
+        except OSError:
+            pass
 
 
 class LiveServer:
