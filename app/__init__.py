@@ -30,12 +30,23 @@ def configure_logging(app: Flask) -> None:
 
 
 def configure_database_url(app: Flask) -> None:
-    """Default to the embedded SQLite file instance/orders.db."""
+    """Default to the embedded SQLite file instance/orders.db; fit engine options to the kind."""
     uri = app.config.get("SQLALCHEMY_DATABASE_URI")
-    if uri and uri.startswith("postgresql"):
+    if not uri:
+        os.makedirs(app.instance_path, exist_ok=True)
+        uri = f"sqlite:///{os.path.join(app.instance_path, 'orders.db')}"
+        app.config["SQLALCHEMY_DATABASE_URI"] = uri
+    options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    if uri.startswith("sqlite"):
+        # Writers wait for SQLite's single write lock instead of failing at once. Pool sizing
+        # is a server-database setting: SQLite keeps SQLAlchemy's own pool.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            "pool_pre_ping": options.get("pool_pre_ping", True),
+            "connect_args": {"timeout": 15},
+        }
+    elif uri.startswith("postgresql"):
         # An unreachable server fails in seconds instead of the OS's TCP timeout, and a dead
         # peer is noticed by keepalives.
-        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
             **options,
             "connect_args": {
@@ -47,17 +58,6 @@ def configure_database_url(app: Flask) -> None:
                 **options.get("connect_args", {}),
             },
         }
-    if uri:
-        return
-    os.makedirs(app.instance_path, exist_ok=True)
-    path = os.path.join(app.instance_path, "orders.db")
-    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
-    # Writers wait for SQLite's single write lock instead of failing at once. Pool sizing is
-    # a server-database setting: SQLite keeps SQLAlchemy's own defaults.
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-        "pool_pre_ping": True,
-        "connect_args": {"timeout": 15},
-    }
 
 
 def register_extensions(app: Flask) -> None:

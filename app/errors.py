@@ -7,6 +7,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from app.realtime.hub import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -60,5 +62,5 @@ def register_error_handlers(app) -> None:
     @app.errorhandler(PoolTimeoutError)
     def handle_database_down(err):
         # The database is the truth: without it we cannot answer, but the client may retry.
-        log.error("database unavailable: %s", str(err).splitlines()[0])
+        log.error("database unavailable: %s", first_line(err))
         return error_response("database unavailable, retry shortly", 503)

@@ -19,7 +19,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """Database down is not ready (503); Redis down, or pub/sub not delivering (the hub is on
-    database polling), is degraded but serving (200)."""
+    database polling), is degraded but serving (200). `hub` has this worker's hub counts."""
     checks = {}
     try:
         db.session.execute(text("SELECT 1"))
@@ -33,8 +33,9 @@ def readyz():
         checks["redis"] = "ok"
     except RedisError:
         checks["redis"] = "down"
-    checks["pubsub"] = "connected" if current_hub().connected else "database-polling"
+    hub = current_hub().stats()
+    checks["pubsub"] = "connected" if hub["connected"] else "database-polling"
     if checks["database"] != "ok":
-        return jsonify(status="unavailable", checks=checks), 503
+        return jsonify(status="unavailable", checks=checks, hub=hub), 503
     healthy = checks["redis"] == "ok" and checks["pubsub"] == "connected"
-    return jsonify(status="ok" if healthy else "degraded", checks=checks)
+    return jsonify(status="ok" if healthy else "degraded", checks=checks, hub=hub)

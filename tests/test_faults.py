@@ -12,6 +12,7 @@ from sqlalchemy import event
 from app.config import normalize_database_url
 from app.extensions import db
 from app.realtime.hub import Hub
+from app.realtime.publish import Publisher
 from tests import servers
 from tests.helpers import auth, create_order, pay
 from tests.test_live import create
@@ -47,7 +48,8 @@ def test_redis_killed_while_200_waits_held_loses_no_answer(live_server, private_
     orders = [create(server) for _ in range(200)]
     started = time.monotonic()
     waits = [gevent.spawn(wait_live, server, o, timeout_ms=timeout_s * 1000) for o in orders]
-    eventually(lambda: held_channels(redis_server.url) == 200, 15, "200 waits held")
+    # Parked: past their first database read and blocked on the hub.
+    eventually(lambda: readyz(server)["hub"]["parked"] == 200, 15, "200 waits parked")
 
     redis_server.stop()
     paid, unpaid = orders[:100], orders[100:]
@@ -127,15 +129,17 @@ def test_fallback_polls_the_database_once_per_interval_whatever_the_waiters(
 def test_redis_back_delivers_the_lost_publish_and_resumes_pubsub(live_server, private_redis):
     redis_server = private_redis()
     port = redis_server.port
-    # A poll interval longer than the test: only the re-read on recovery can deliver.
+    # A poll interval longer than the test: only the re-read on recovery can deliver. The
+    # webhook goes to another instance, whose failed publish cannot make this one poll.
     server = live_server(REDIS_URL=redis_server.url, FALLBACK_DB_POLL_INTERVAL=60)
+    other = live_server(REDIS_URL=redis_server.url, FALLBACK_DB_POLL_INTERVAL=60)
     order = create(server)
     held = gevent.spawn(wait_live, server, order, timeout_ms=30_000)
     eventually(lambda: held_channels(redis_server.url) == 1, 10, "wait held")
 
     redis_server.stop()
     eventually(lambda: readyz(server)["checks"]["pubsub"] == "database-polling", 10, "fallback")
-    assert pay_live(server, order).status_code == 200  # its publish is lost
+    assert pay_live(other, order).status_code == 200  # its publish is lost
     gevent.sleep(0.5)
     assert not held.ready()
 
@@ -156,6 +160,32 @@ def test_redis_back_delivers_the_lost_publish_and_resumes_pubsub(live_server, pr
     answer = waiting.get(timeout=5).json()
     assert answer["source"] == "redis"
     assert time.monotonic() - sent < 0.5
+
+
+def test_failed_publish_while_connected_wakes_waiters_by_a_poll(make_app):
+    """Redis answers the hub but the publish fails (say, the command pool timed out)."""
+    app = make_app(FALLBACK_DB_POLL_INTERVAL=60)
+    client = app.test_client()
+    hub = app.extensions["hub"]
+    order = create_order(client)
+    # Built like the app's own client (a pool): redis-py's stock client retries with backoff.
+    unreachable = redis.Redis(
+        connection_pool=redis.ConnectionPool(port=servers.free_port(), socket_connect_timeout=0.5)
+    )
+    app.extensions["publisher"] = Publisher(unreachable, on_failure=hub.request_poll)
+
+    held = gevent.spawn(
+        client.get,
+        f"/api/orders/{order['orderId']}/wait?timeout=20000&since=1",
+        headers=auth(order),
+    )
+    eventually(lambda: hub.parked == 1, 5, "wait parked")
+    assert hub.connected
+    sent = time.monotonic()
+    assert pay(client, order).status_code == 200
+    body = held.get(timeout=5).get_json()
+    assert body["changed"] is True and body["source"] == "poll"
+    assert time.monotonic() - sent < 2.0
 
 
 def test_redis_down_at_start_then_appears(live_server, private_redis):

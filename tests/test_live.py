@@ -1,5 +1,6 @@
 """Real gunicorn servers (gevent workers, the repo's gunicorn.conf.py) on loopback."""
 
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -143,3 +144,45 @@ def test_a_webhook_blocked_on_a_locked_row_stalls_nothing_else(live_server, pg_u
         blocker.rollback()
         blocker.close()
     assert stuck.get(timeout=10).status_code == 200
+
+
+# Embedded SQLite has no row locks (FOR UPDATE is a no-op): the version check on the
+# UPDATE is what keeps two workers from both settling an order.
+def test_concurrent_callbacks_on_sqlite_settle_an_order_only_once(live_server):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "orders.db"
+        database_url = f"sqlite:///{path}"
+        servers.flask_db_upgrade({"DATABASE_URL": database_url})
+        first = live_server(DATABASE_URL=database_url)
+        second = live_server(DATABASE_URL=database_url)
+        order = requests.post(first.url + "/api/orders", json=order_body(), timeout=10).json()
+
+        def deliver(server, result_code):
+            body = callback_body(order["orderNumber"], result_code=result_code)
+            headers = {"X-Webhook-Signature": sign(body, WEBHOOK_SECRET)}
+            return requests.post(
+                server.url + "/api/payhero/callback", data=body, headers=headers, timeout=30
+            )
+
+        # Another writer holds SQLite's write lock for a moment (a slow webhook elsewhere):
+        # both deliveries read the order, then queue for the lock.
+        blocker = sqlite3.connect(path, isolation_level=None, timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            paid = gevent.spawn(deliver, first, 0)
+            cancelled = gevent.spawn(deliver, second, 1032)
+            gevent.sleep(1.0)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        answers = [paid.get(timeout=30).json(), cancelled.get(timeout=30).json()]
+
+        final = requests.get(
+            f"{first.url}/api/orders/{order['orderId']}",
+            headers={"Authorization": f"Bearer {order['accessToken']}"},
+            timeout=10,
+        ).json()
+        settled = [a for a in answers if a["changed"]]
+        assert len(settled) == 1, f"both deliveries settled the order: {answers}"
+        assert final["paymentStatus"] == settled[0]["paymentStatus"]
+        assert final["version"] == 2

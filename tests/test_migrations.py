@@ -53,6 +53,13 @@ def test_embedded_default_is_a_sqlite_file_in_the_instance_folder():
     app.extensions["hub"].stop()
 
 
+def test_an_explicit_sqlite_url_gets_sqlite_engine_options():
+    # PostgreSQL pool sizing would make create_engine refuse an in-memory SQLite database.
+    app = create_app(TestConfig, SQLALCHEMY_DATABASE_URI="sqlite://")
+    assert "pool_size" not in app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    app.extensions["hub"].stop()
+
+
 def test_plain_postgres_urls_map_to_psycopg2():
     assert normalize_database_url("postgres://u@h/d") == "postgresql+psycopg2://u@h/d"
     assert normalize_database_url("postgresql://u@h/d") == "postgresql+psycopg2://u@h/d"

@@ -424,3 +424,11 @@ def test_redelivered_amount_mismatch_is_reported_as_a_duplicate(client):
     assert first["changed"] is True and first["paymentStatus"] == "failed"
     assert again["changed"] is False and again["duplicate"] is True
     assert again["version"] == first["version"]
+
+
+# Digit-like strings that are not ASCII integers are bad input, not a server fault.
+@pytest.mark.parametrize("code", ["--5", "²"])
+def test_signed_callback_with_an_odd_numeric_string_result_code_is_a_400(client, code):
+    order = create_order(client)
+    response = post_callback(client, callback_body(order["orderNumber"], result_code=code))
+    assert response.status_code == 400, response.get_data(as_text=True)

@@ -51,13 +51,14 @@ def announce(order_json: dict, token_hash: str) -> bool:
 
 def remember(order_json: dict, token_hash: str) -> bool:
     """Cache a new order's state: nobody waits on it yet, so nothing is published."""
-    return current_publisher().send(_latest(order_json, token_hash))
+    return current_publisher().send(_latest(order_json, token_hash, if_absent=True))
 
 
-def _latest(order_json: dict, token_hash: str) -> Latest:
+def _latest(order_json: dict, token_hash: str, *, if_absent: bool = False) -> Latest:
     # The cache carries the token hash so a cache hit can authorize without the database.
     cached = encode({"order": order_json, "tokenHash": token_hash})
-    return Latest(latest_key(order_json["orderId"]), current_app.config["ORDER_CACHE_TTL"], cached)
+    ttl = current_app.config["ORDER_CACHE_TTL"]
+    return Latest(latest_key(order_json["orderId"]), ttl, cached, if_absent)
 
 
 def read_latest(order_id: str) -> tuple[dict, str] | None:

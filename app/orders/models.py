@@ -58,6 +58,12 @@ class Order(db.Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    # Every UPDATE also says `WHERE version = <the version read>`: of two writers that read
+    # the same version, the second updates nothing and gets StaleDataError. That is what
+    # keeps a settled order settled where SELECT ... FOR UPDATE is a no-op (SQLite).
+    # settle() bumps the version itself, hence no generator.
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+
     @property
     def is_terminal(self) -> bool:
         return self.payment_status in TERMINAL_PAYMENT_STATUSES

@@ -1,9 +1,12 @@
 """The PayHero STK callback body, validated into a Callback."""
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
 from app import validation as v
+
+NUMERIC = re.compile(r"-?[0-9]{1,9}")  # ASCII digits only: "²".isdigit() is True
 
 # ResultCode -> paymentStatus; every other code is a failure.
 CANCELLED_CODES = frozenset({1, 1032})
@@ -38,7 +41,7 @@ def parse_callback(payload) -> Callback:
         raise v.ValidationError("response must be an object")
     code = v.required(response, "ResultCode", "response.ResultCode")
     # Providers send the code as a number or as a numeric string.
-    if isinstance(code, str) and code.strip().lstrip("-").isdigit():
+    if isinstance(code, str) and NUMERIC.fullmatch(code.strip()):
         code = int(code)
     result_code = v.integer(code, "response.ResultCode")
     amount = response.get("Amount")

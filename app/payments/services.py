@@ -3,6 +3,8 @@
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy.orm.exc import StaleDataError
+
 from app.errors import NotFound
 from app.extensions import db
 from app.orders import events
@@ -36,9 +38,17 @@ class Outcome:
 def apply_callback(callback: Callback) -> Outcome:
     """Settle the order the callback names; a settled order is never changed again.
 
-    The row is locked for the transaction so that concurrent deliveries of the same callback
-    serialize: the first settles the order, the rest find it settled and change nothing.
+    Concurrent deliveries serialize on the row lock (PostgreSQL) and on the version check
+    of the UPDATE (everywhere): the first settles the order, the rest find it settled.
     """
+    try:
+        return _settle(callback)
+    except StaleDataError:
+        db.session.rollback()  # another delivery settled it between our read and write
+        return _settle(callback)
+
+
+def _settle(callback: Callback) -> Outcome:
     order = db.session.execute(
         db.select(Order).where(Order.order_number == callback.order_number).with_for_update()
     ).scalar_one_or_none()
@@ -62,11 +72,10 @@ def apply_callback(callback: Callback) -> Outcome:
     order.settle(target, reason=reason)
     order.mpesa_receipt = callback.receipt
     order.checkout_request_id = callback.checkout_request_id
-    # Serialized before commit, which would expire the row and cost a reload query.
-    settled, token_hash = order.to_json(), order.access_token_hash
     db.session.commit()
 
-    events.announce(settled, token_hash)  # after commit: whoever it wakes must find this state
+    settled = order.to_json()
+    events.announce(settled, order.access_token_hash)  # after commit: it wakes the waiters
     log.info(
         "order %s settled: %s (version %d)", settled["orderNumber"], target, settled["version"]
     )

@@ -12,10 +12,7 @@ def init_app(app) -> None:
     """Create this process's hub and publisher; each starts on first use (the hub also when
     the server worker starts). Needs the Redis command client to be bound already."""
     cfg = app.config
-    app.extensions["publisher"] = Publisher(
-        app.extensions["redis"], wait_timeout=cfg["REDIS_SOCKET_TIMEOUT"]
-    )
-    app.extensions["hub"] = Hub(
+    hub = app.extensions["hub"] = Hub(
         cfg["REDIS_URL"],
         publisher=app.extensions["redis"],
         poll_interval=cfg["FALLBACK_DB_POLL_INTERVAL"],
@@ -24,6 +21,12 @@ def init_app(app) -> None:
         reconnect_max_delay=cfg["HUB_RECONNECT_MAX_DELAY"],
         connect_timeout=cfg["REDIS_CONNECT_TIMEOUT"],
         socket_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
+    )
+    # A failed publish leaves waiters unwoken while the hub is connected: have it poll.
+    app.extensions["publisher"] = Publisher(
+        app.extensions["redis"],
+        wait_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
+        on_failure=hub.request_poll,
     )
 
 

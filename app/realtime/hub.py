@@ -89,7 +89,12 @@ class Watch:
     def next(self, timeout: float) -> Delivery | None:
         """Block until the next delivery on the channel, or None once `timeout` seconds pass."""
         signal = self._signal
-        if not signal.event.wait(timeout):
+        self._hub.parked += 1
+        try:
+            woken = signal.event.wait(timeout)
+        finally:
+            self._hub.parked -= 1
+        if not woken:
             return None
         self._signal = signal.next
         return signal.delivery
@@ -151,6 +156,8 @@ class Hub:
             socket_timeout=socket_timeout,
             socket_keepalive=True,
             client_name="orderwait:hub",
+            # A payload that is not UTF-8 must not break the connection every waiter shares.
+            encoding_errors="replace",
             # RESP2: pub/sub frames come back from read_response as plain arrays. Under
             # RESP3 (redis-py 8's default) they are push frames it hands to a handler instead.
             protocol=2,
@@ -164,14 +171,20 @@ class Hub:
         self._waiters = 0
         # The canary: a message this hub publishes to itself through the command connection
         # that application publishes use. A missing echo means the subscription went silent.
-        self._publisher = publisher or redis.Redis.from_url(
-            redis_url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout
+        self._publisher = publisher or redis.Redis(
+            connection_pool=redis.ConnectionPool.from_url(
+                redis_url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout
+            )
         )
         self._canary_channel = f"hub:canary:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._canary_token = 0
         self._canary_sent_at: float | None = None  # set while an echo is awaited
         self._canary_failure: str | None = None
-        self._greenlets: list[gevent.Greenlet] = []
+        self._reader: gevent.Greenlet | None = None
+        self._poller: gevent.Greenlet | None = None
+        self._poll_due = Event()  # wakes the poller before its interval is up
+        self._recheck_pending = False  # a forced re-read is owed since the last reconnect
+        self.parked = 0  # waiters blocked in Watch.next right now
         self.connected = False
         self.redis_down = False  # True once a connection attempt failed, until one succeeds
         self._first_attempt = Event()  # set after the first connection attempt, either way
@@ -181,37 +194,52 @@ class Hub:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the reader and the fallback poller; call once per worker process (idempotent)."""
-        if self._greenlets:
-            return
-        self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._poll_loop)]
+        """Start the reader and the fallback poller (idempotent; restarts one that died)."""
+        if self._reader is None or self._reader.dead:
+            if self._reader is not None:
+                log.error("hub reader had stopped; restarting it")
+            self._reader = gevent.spawn(self._run)
+        if self._poller is None or self._poller.dead:
+            self._poller = gevent.spawn(self._poll_loop)
 
     def stop(self) -> None:
-        gevent.killall(self._greenlets)
-        self._greenlets = []
+        gevent.killall([g for g in (self._reader, self._poller) if g is not None])
+        self._reader = self._poller = None
         self._mark_disconnected()
 
-    @property
-    def started(self) -> bool:
-        return bool(self._greenlets)
+    def request_poll(self) -> None:
+        """Read the watched channels from the database soon, even while connected.
+
+        For when a publish failed although the hub is connected: its waiters would otherwise
+        hear of the change only at their timeout.
+        """
+        self._poll_due.set()
 
     # -- registration ----------------------------------------------------------------------
 
     def watch(self, channel: str) -> Watch:
         """Register a waiter on `channel`. Deliveries after this call are seen by Watch.next.
 
-        Returns once Redis has acknowledged the subscription (bounded by confirm_timeout), so
-        a caller that checks state after this cannot miss a publish made after that check.
+        Returns once Redis has acknowledged the subscription, so a caller that reads state
+        after this cannot miss a publish made after that read. If Redis does not confirm
+        within confirm_timeout it returns anyway: the caller's final database read at its
+        timeout, and the hub's re-read on reconnect, cover that case.
         """
         self.start()
         if not self._first_attempt.is_set():
             self._first_attempt.wait(self.confirm_timeout)
-        sub = self._acquire(CHANNEL, channel)
+        sub, created = self._register(CHANNEL, channel)
         sub.waiters += 1
         self._waiters += 1
         watch = Watch(self, sub)
-        if self.connected and not sub.confirmed.is_set():
-            sub.confirmed.wait(self.confirm_timeout)
+        try:
+            if created:
+                self._send(_SUBSCRIBE[CHANNEL], channel)
+            if self.connected and not sub.confirmed.is_set():
+                sub.confirmed.wait(self.confirm_timeout)
+        except BaseException:
+            watch.close()  # killed while registering: leave no waiter behind
+            raise
         return watch
 
     def add_handler(
@@ -222,9 +250,17 @@ class Hub:
         Callbacks must be quick and must not block; hand real work to another greenlet.
         """
         self.start()
-        sub = self._acquire(PATTERN if pattern else CHANNEL, name)
+        kind = PATTERN if pattern else CHANNEL
+        sub, created = self._register(kind, name)
         sub.handlers.append(callback)
-        return Handler(sub, callback)
+        handler = Handler(sub, callback)
+        if created:
+            try:
+                self._send(_SUBSCRIBE[kind], name)
+            except BaseException:
+                self.remove_handler(handler)
+                raise
+        return handler
 
     def remove_handler(self, handler: Handler) -> None:
         sub = handler.subscription
@@ -236,12 +272,14 @@ class Hub:
         """Let the hub poll the database for channels `prefix + id` while Redis is away."""
         self._poll_sources[prefix] = poll
 
-    def _acquire(self, kind: str, name: str) -> _Subscription:
+    def _register(self, kind: str, name: str) -> tuple[_Subscription, bool]:
+        """The subscription of a channel or pattern, and whether it was just created (the
+        caller then sends SUBSCRIBE, after counting itself in, so an interruption unwinds)."""
         sub = self._subs.get((kind, name))
-        if sub is None:
-            sub = self._subs[(kind, name)] = _Subscription(kind, name)
-            self._send(_SUBSCRIBE[kind], name)
-        return sub
+        if sub is not None:
+            return sub, False
+        sub = self._subs[(kind, name)] = _Subscription(kind, name)
+        return sub, True
 
     def _release_waiter(self, sub: _Subscription) -> None:
         sub.waiters -= 1
@@ -265,6 +303,7 @@ class Hub:
             "patterns": len(self._subs) - channels,
             "handlers": sum(len(s.handlers) for s in self._subs.values()),
             "waiters": self._waiters,
+            "parked": self.parked,
             "reconnects": self.reconnects,
             "fallbackPolls": self.fallback_polls,
         }
@@ -276,12 +315,17 @@ class Hub:
         with self._write_lock:
             if not self.connected:
                 return
+            sent = False
             try:
                 self._conn.send_command(*command)
+                sent = True
             except (RedisError, OSError) as exc:
-                # The reader notices the broken connection and reconnects, re-subscribing all.
                 log.debug("hub write failed: %s", exc)
-                self.connected = False
+            finally:
+                # Failed or interrupted half-way (the greenlet killed): either way the
+                # connection is unusable. The reader reconnects and re-subscribes all.
+                if not sent:
+                    self.connected = False
 
     def _run(self) -> None:
         delay = 0.1
@@ -289,7 +333,7 @@ class Hub:
         while True:
             try:
                 self._connect()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
                 self.redis_down = True
                 self._first_attempt.set()
                 if not announced_down:
@@ -312,11 +356,15 @@ class Hub:
             if announced_down:
                 self.reconnects += 1
                 # Publishes made while we were away are lost: read the truth once.
-                gevent.spawn(self.poll_once, force=True)
+                self._recheck_pending = True
+                gevent.spawn(self._recheck_when_subscribed)
             announced_down = False
             try:
                 self._read_loop()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                # Anything at all: a reader that dies would leave the worker on polling.
+                if not isinstance(exc, RedisError | OSError):
+                    log.exception("hub reader failed")
                 log.warning(
                     "Redis pub/sub connection lost (%s): falling back to database "
                     "polling every %.1fs",
@@ -337,6 +385,7 @@ class Hub:
             if patterns:
                 conn.send_command("PSUBSCRIBE", *patterns)
             self._conn = conn
+            self._canary_token += 1  # a canary of the old connection can fail nothing here
             self._canary_sent_at = None
             self._canary_failure = None
             self.connected = True
@@ -355,7 +404,7 @@ class Hub:
     def _read_loop(self) -> None:
         conn = self._conn
         next_canary = time.monotonic() + min(self.canary_interval, 1.0)
-        while self.connected:
+        while self.connected and self._conn is conn:
             now = time.monotonic()
             if self._canary_failure:
                 raise redis.ConnectionError(self._canary_failure)
@@ -424,18 +473,37 @@ class Hub:
 
     # -- the database side (Redis away) ------------------------------------------------------
 
+    def _recheck_when_subscribed(self) -> None:
+        """After a reconnect, once Redis confirmed the re-subscriptions, ask for the re-read:
+        a change committed after it is then published to a subscribed hub."""
+        deadline = time.monotonic() + 2 * self.confirm_timeout
+        for sub in list(self._subs.values()):
+            if not sub.confirmed.wait(max(deadline - time.monotonic(), 0)):
+                break
+        self._poll_due.set()
+
     def _poll_loop(self) -> None:
         while True:
-            gevent.sleep(self.poll_interval)
-            if not self.connected:
-                self.poll_once()
+            self._poll_due.wait(self.poll_interval)
+            asked = self._poll_due.is_set()
+            self._poll_due.clear()
+            force = self._recheck_pending
+            if not (asked or force or not self.connected):
+                continue
+            try:
+                if self.poll_once(force=force) and force:
+                    self._recheck_pending = False  # else retried next interval
+            except Exception:
+                log.exception("fallback poll failed")
 
-    def poll_once(self, *, force: bool = False) -> None:
+    def poll_once(self, *, force: bool = False) -> bool:
         """Read every watched channel's state with one batched query per poll source.
 
         Delivers the channels whose version changed since the last poll, or all of them when
         `force` (after a reconnect); waiters themselves decide whether a delivery is news.
+        Returns False when a source failed.
         """
+        ok = True
         for prefix, poll in self._poll_sources.items():
             watched = [
                 name[len(prefix) :]
@@ -447,7 +515,8 @@ class Hub:
             try:
                 latest = poll(watched)
             except Exception as exc:
-                log.warning("fallback database poll failed: %s", str(exc).splitlines()[0])
+                log.warning("fallback database poll failed: %s", first_line(exc))
+                ok = False
                 continue
             self.fallback_polls += 1
             for ident, (version, data) in latest.items():
@@ -456,3 +525,10 @@ class Hub:
                     continue
                 sub.polled_version = version
                 self._deliver(sub, prefix + ident, data, "poll")
+        return ok
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (database errors run to many), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -7,6 +7,7 @@ newcomer take a freed connection ahead of one that has waited, and starves some 
 """
 
 import logging
+from collections.abc import Callable
 from typing import NamedTuple
 
 import gevent
@@ -32,14 +33,19 @@ class Publish(NamedTuple):
 
 
 class Latest(NamedTuple):
-    """The cached latest state of a subject: SETEX key ttl value (as SET key value EX ttl)."""
+    """The cached latest state of a subject: SETEX key ttl value (as SET key value EX ttl).
+
+    `if_absent` (SET NX) for a first state, which must never replace a later one written by
+    another process in the meantime.
+    """
 
     key: str
     ttl: int
     value: str
+    if_absent: bool = False
 
     def queue_on(self, pipe) -> None:
-        pipe.set(self.key, self.value, ex=self.ttl)
+        pipe.set(self.key, self.value, ex=self.ttl, nx=self.if_absent)
 
 
 class Append(NamedTuple):
@@ -60,9 +66,16 @@ Operation = Publish | Latest | Append
 
 
 class Publisher:
-    def __init__(self, client: redis.Redis, *, wait_timeout: float = 2.0):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        wait_timeout: float = 2.0,
+        on_failure: Callable[[], None] | None = None,
+    ):
         self._client = client
         self._wait_timeout = wait_timeout
+        self._on_failure = on_failure
         self._queue: SimpleQueue = SimpleQueue()
         self._greenlet: gevent.Greenlet | None = None
 
@@ -96,6 +109,8 @@ class Publisher:
             ok = self._send(batch)
             for _, done in batch:
                 done.set(ok)
+            if not ok and self._on_failure is not None:
+                self._on_failure()
 
     def _send(self, batch) -> bool:
         pipe = self._client.pipeline(transaction=False)
