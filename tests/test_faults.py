@@ -15,19 +15,11 @@ from app.realtime.hub import Hub
 from app.realtime.publish import Publisher
 from tests import servers
 from tests.helpers import auth, create_order, pay
-from tests.test_live import create
+from tests.test_live import create, parked
 from tests.test_live import pay as pay_live
 from tests.test_live import wait as wait_live
 
 SLACK = 1.5  # seconds of scheduling slack on a shared 2-core machine
-
-
-def held_channels(redis_url: str) -> int:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return len(client.pubsub_channels("order:status:*"))
-    finally:
-        client.close()
 
 
 def readyz(server) -> dict:
@@ -97,7 +89,7 @@ def test_fallback_polls_the_database_once_per_interval_whatever_the_waiters(
         )
         for o in orders
     ]
-    eventually(lambda: hub.stats()["waiters"] == 200, 10, "200 waiters")
+    eventually(lambda: hub.parked == 200, 10, "200 waiters parked")
 
     statements = []
     with app.app_context():
@@ -135,7 +127,7 @@ def test_redis_back_delivers_the_lost_publish_and_resumes_pubsub(live_server, pr
     other = live_server(REDIS_URL=redis_server.url, FALLBACK_DB_POLL_INTERVAL=60)
     order = create(server)
     held = gevent.spawn(wait_live, server, order, timeout_ms=30_000)
-    eventually(lambda: held_channels(redis_server.url) == 1, 10, "wait held")
+    eventually(lambda: parked(server) == 1, 10, "wait held")
 
     redis_server.stop()
     eventually(lambda: readyz(server)["checks"]["pubsub"] == "database-polling", 10, "fallback")
@@ -154,7 +146,7 @@ def test_redis_back_delivers_the_lost_publish_and_resumes_pubsub(live_server, pr
     eventually(lambda: readyz(server)["status"] == "ok", 5, "readyz ok again")
     fresh = create(server)
     waiting = gevent.spawn(wait_live, server, fresh)
-    eventually(lambda: held_channels(redis_server.url) == 1, 10, "fresh wait held")
+    eventually(lambda: parked(server) == 1, 10, "fresh wait held")
     sent = time.monotonic()
     assert pay_live(server, fresh).status_code == 200
     answer = waiting.get(timeout=5).json()
@@ -210,13 +202,13 @@ def test_redis_down_at_start_then_appears(live_server, private_redis):
     assert held.get(timeout=5).json()["source"] == "poll"
 
     appeared_at = time.monotonic()
-    redis_server = private_redis(port)
+    private_redis(port)
     eventually(lambda: readyz(server)["status"] == "ok", 5, "switch to Redis")
     assert time.monotonic() - appeared_at < 5.0
 
     fresh = create(server)
     waiting = gevent.spawn(wait_live, server, fresh)
-    eventually(lambda: held_channels(redis_server.url) == 1, 10, "wait held")
+    eventually(lambda: parked(server) == 1, 10, "wait held")
     assert pay_live(server, fresh).status_code == 200
     assert waiting.get(timeout=5).json()["source"] == "redis"
 
@@ -235,7 +227,7 @@ def test_frozen_redis_is_detected_within_seconds(live_server, private_redis):
     )
     order = create(server)
     held = gevent.spawn(wait_live, server, order, timeout_ms=20_000)
-    eventually(lambda: held_channels(redis_server.url) == 1, 10, "wait held")
+    eventually(lambda: parked(server) == 1, 10, "wait held")
 
     redis_server.freeze()  # connections stay open; nothing answers
     try:

@@ -26,9 +26,11 @@ def held_waiters(app) -> int:
 
 
 def wait_for_waiters(app, count: int, timeout: float = 5.0) -> None:
+    """Until `count` waits are parked: past their first reads and blocked on the hub."""
+    hub = app.extensions["hub"]
     deadline = time.monotonic() + timeout
-    while held_waiters(app) < count:
-        assert time.monotonic() < deadline, f"only {held_waiters(app)} of {count} waits held"
+    while hub.parked < count:
+        assert time.monotonic() < deadline, f"only {hub.parked} of {count} waits parked"
         gevent.sleep(0.01)
 
 
