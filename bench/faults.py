@@ -23,12 +23,10 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
-from contextlib import ExitStack, contextmanager  # noqa: E402
+from contextlib import ExitStack  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
-import psycopg2  # noqa: E402
 import requests  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,23 +36,6 @@ from tests.helpers import WEBHOOK_SECRET  # noqa: E402
 from tests.test_live import create, pay, wait  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-@contextmanager
-def fresh_database():
-    name = f"orderwait_faults_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rpartition("/")[0] + "/" + name
-    try:
-        servers.flask_db_upgrade({"DATABASE_URL": url})
-        yield url
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def hub_stats(server) -> dict:
@@ -78,7 +59,7 @@ def percentiles(values: list[float]) -> str:
 
 def run(args) -> list[tuple[str, str]]:
     with ExitStack() as stack:
-        database_url = stack.enter_context(fresh_database())
+        database_url = stack.enter_context(servers.fresh_database(ADMIN_URL, "orderwait_faults"))
         redis_server = servers.RedisServer()
         stack.callback(redis_server.stop)
         env = {

@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -49,14 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import psycopg2
 import redis.asyncio as aioredis
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import flask_db_upgrade, free_port  # noqa: E402
+from tests.servers import free_port, fresh_database  # noqa: E402
 
 HOST = "127.0.0.1"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -150,29 +148,6 @@ def socket_ports(pid: int) -> set[int]:
 
 
 # -- the servers ---------------------------------------------------------------------------
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new PostgreSQL database with the schema built by `flask db upgrade`; dropped after."""
-    name = f"orderwait_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(PG_ADMIN_URL)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-            try:
-                flask_db_upgrade({"DATABASE_URL": url})
-            except subprocess.CalledProcessError as exc:
-                raise RuntimeError(f"flask db upgrade failed:\n{exc.stderr.decode()}") from None
-            yield url
-        finally:
-            with admin.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 @contextmanager
@@ -734,7 +709,7 @@ def run(args) -> int:
     machine_rows = machine()
     secret = secrets.token_hex(16)
     with ExitStack() as stack:
-        database_url = stack.enter_context(fresh_database())
+        database_url = stack.enter_context(fresh_database(PG_ADMIN_URL, "orderwait_bench"))
         redis_url = stack.enter_context(private_redis())
         env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "WEBHOOK_SECRET": secret}
         server = stack.enter_context(gunicorn(env))

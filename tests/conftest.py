@@ -14,15 +14,14 @@ from psycogreen.gevent import patch_psycopg  # noqa: E402
 patch_psycopg()
 
 import os  # noqa: E402
-import uuid  # noqa: E402
 
-import psycopg2  # noqa: E402
 import pytest  # noqa: E402
 import redis  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.config import TestConfig, normalize_database_url  # noqa: E402
 from app.extensions import db  # noqa: E402
+from app.realtime.hub import Hub  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.helpers import WEBHOOK_SECRET  # noqa: E402
 
@@ -41,27 +40,11 @@ FAST = {
 }
 
 
-def _with_database(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
 @pytest.fixture(scope="session")
 def pg_url():
     """A fresh PostgreSQL database for this run, built by `flask db upgrade`, dropped after."""
-    name = f"orderwait_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(PG_ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(PG_ADMIN_URL, name)
-    try:
-        servers.flask_db_upgrade({"DATABASE_URL": url})
+    with servers.fresh_database(PG_ADMIN_URL, "orderwait_test") as url:
         yield url
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +98,25 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def make_hub():
+    """Build started hubs with fast intervals; stopped after the test."""
+    hubs = []
+
+    def build(url: str, *, wait_connected: bool = False, **options) -> Hub:
+        settings = {"poll_interval": 0.1, "canary_interval": 0.5, "canary_timeout": 1.0}
+        hub = Hub(url, **{**settings, **options})
+        hub.start()
+        hubs.append(hub)
+        if wait_connected:
+            servers.eventually(lambda: hub.connected, 5, "hub connected")
+        return hub
+
+    yield build
+    for hub in hubs:
+        hub.stop()
 
 
 @pytest.fixture

@@ -50,3 +50,13 @@ def post_callback(client, body: bytes, secret: str = WEBHOOK_SECRET):
 
 def pay(client, order: dict, **kwargs):
     return post_callback(client, callback_body(order["orderNumber"], **kwargs))
+
+
+def assert_error(response, status: int) -> str:
+    """An error response: the status, and JSON {"success": false, "error": "<non-empty>"}."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["success"] is False
+    assert isinstance(body["error"], str) and body["error"].strip()
+    return body["error"]

@@ -8,9 +8,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import gevent
+import psycopg2
 import requests
 from gevent.server import StreamServer
 
@@ -34,6 +38,34 @@ def wait_until(predicate, timeout: float, interval: float = 0.02, message: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def eventually(predicate, timeout: float = 5.0, message: str = "condition"):
+    """wait_until with the message as third argument, for readable calls in tests."""
+    return wait_until(predicate, timeout, interval=0.02, message=message)
+
+
+@contextmanager
+def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database, schema built by `flask db upgrade`, dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = admin_url.rpartition("/")[0] + "/" + name
+            try:
+                flask_db_upgrade({"DATABASE_URL": url})
+            except subprocess.CalledProcessError as exc:
+                raise RuntimeError(f"flask db upgrade failed:\n{exc.stderr.decode()}") from None
+            yield url
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
 
 
 def flask_db_upgrade(env: dict) -> None:

@@ -15,6 +15,7 @@ from app.realtime.hub import Hub
 from app.realtime.publish import Publisher
 from tests import servers
 from tests.helpers import auth, create_order, pay
+from tests.servers import eventually
 from tests.test_live import create, parked
 from tests.test_live import pay as pay_live
 from tests.test_live import wait as wait_live
@@ -24,10 +25,6 @@ SLACK = 1.5  # seconds of scheduling slack on a shared 2-core machine
 
 def readyz(server) -> dict:
     return requests.get(server.url + "/readyz", timeout=5).json()
-
-
-def eventually(predicate, timeout: float, message: str):
-    return servers.wait_until(predicate, timeout, interval=0.05, message=message)
 
 
 # -- Redis lost while waits are held -------------------------------------------------------

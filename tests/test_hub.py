@@ -1,37 +1,10 @@
 """The subscriber hub on its own: real Redis, no HTTP."""
 
-import time
-
 import gevent
 import pytest
 import redis
 
-from app.realtime.hub import Hub
-from tests.servers import free_port
-
-
-def eventually(predicate, timeout: float = 5.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {message}"
-        gevent.sleep(0.01)
-
-
-@pytest.fixture
-def make_hub():
-    hubs = []
-
-    def build(url: str, **options) -> Hub:
-        hub = Hub(
-            url, **{"poll_interval": 0.1, "canary_interval": 0.5, "canary_timeout": 1.0, **options}
-        )
-        hub.start()
-        hubs.append(hub)
-        return hub
-
-    yield build
-    for hub in hubs:
-        hub.stop()
+from tests.servers import eventually, free_port
 
 
 @pytest.fixture

@@ -7,33 +7,10 @@ import time
 import uuid
 
 import gevent
-import pytest
 import redis
 
 from app.realtime.hub import Hub
-
-
-def eventually(predicate, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {message}"
-        gevent.sleep(0.02)
-
-
-@pytest.fixture
-def make_hub():
-    hubs = []
-
-    def build(url: str) -> Hub:
-        hub = Hub(url, poll_interval=0.1, canary_interval=0.5, canary_timeout=1.0)
-        hub.start()
-        hubs.append(hub)
-        eventually(lambda: hub.connected, 5, "hub connected")
-        return hub
-
-    yield build
-    for hub in hubs:
-        hub.stop()
+from tests.servers import eventually
 
 
 def reader_state(hub: Hub) -> str:
@@ -43,7 +20,7 @@ def reader_state(hub: Hub) -> str:
 
 # A payload that is not UTF-8 must not break the connection every waiter shares.
 def test_hub_reader_survives_a_message_that_is_not_utf8(make_hub, redis_url):
-    hub = make_hub(redis_url)
+    hub = make_hub(redis_url, wait_connected=True)
     channel = f"order:status:resilience-{uuid.uuid4()}"
     publisher = redis.Redis.from_url(redis_url)
     with hub.watch(channel) as watch:
@@ -62,7 +39,7 @@ def test_hub_reader_survives_a_message_that_is_not_utf8(make_hub, redis_url):
 def test_hub_recovers_when_a_write_fails_before_the_reader_sees_redis_die(make_hub, private_redis):
     server = private_redis()
     port = server.port
-    hub = make_hub(server.url)
+    hub = make_hub(server.url, wait_connected=True)
     watches = [hub.watch(f"order:status:resilience-{n}") for n in range(10)]
     survivor = hub.watch("order:status:resilience-survivor")
     assert hub.connected
@@ -111,7 +88,7 @@ def test_hub_recovers_when_a_write_fails_before_the_reader_sees_redis_die(make_h
 # A waiter killed while it registers leaves no waiter and no subscription behind.
 def test_watch_killed_while_awaiting_confirmation_leaks_no_waiter(make_hub, private_redis):
     server = private_redis()
-    hub = make_hub(server.url)
+    hub = make_hub(server.url, wait_connected=True)
     channel = "order:status:resilience-killed"
 
     server.proc.send_signal(signal.SIGSTOP)  # Redis answers nothing for a moment

@@ -9,7 +9,7 @@ import pytest
 
 from app.extensions import db
 from app.orders.models import Order
-from tests.helpers import CUSTOMER, auth, create_order, order_body
+from tests.helpers import CUSTOMER, assert_error, auth, create_order, order_body
 
 ORDER_NUMBER = re.compile(r"^ORD-\d{13}-[A-Z0-9]{6}$")
 ORDER_FIELDS = {
@@ -31,16 +31,6 @@ def order_count(app) -> int:
         count = db.session.scalar(db.select(db.func.count()).select_from(Order))
         db.session.remove()
     return count
-
-
-def assert_error(response, status: int) -> str:
-    """An error response: the status, and JSON {"success": false, "error": "<non-empty>"}."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json, response.get_data(as_text=True)
-    body = response.get_json()
-    assert body["success"] is False
-    assert isinstance(body["error"], str) and body["error"].strip()
-    return body["error"]
 
 
 def without_customer_field(field: str) -> dict:

@@ -11,6 +11,7 @@ from app.extensions import db
 from app.orders import events
 from app.orders.models import Order
 from tests.helpers import (
+    assert_error,
     auth,
     callback_body,
     create_order,
@@ -22,16 +23,6 @@ from tests.servers import free_port
 
 CALLBACK = "/api/payhero/callback"
 UNKNOWN_REFERENCE = "ORD-0000000000000-NOSUCH"
-
-
-def assert_error(response, status: int) -> str:
-    """An error response: the status, and JSON {"success": false, "error": "<non-empty>"}."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json, response.get_data(as_text=True)
-    body = response.get_json()
-    assert body["success"] is False
-    assert isinstance(body["error"], str) and body["error"].strip()
-    return body["error"]
 
 
 def stored(app, order_id: str) -> dict:
