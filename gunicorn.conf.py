@@ -18,8 +18,10 @@ accesslog = os.environ.get("ACCESS_LOG")  # off unless asked: one line per poll 
 
 
 def post_worker_init(worker):
-    """Start this worker's hub now, so its Redis status is logged at start, not first use."""
-    worker.wsgi.extensions["hub"].start()
+    """Start this worker's hub and background greenlets now (the hub logs its Redis status
+    at start, not at first use)."""
+    for start in worker.wsgi.extensions["background"]:
+        start()
     # Everything loaded so far (Flask, SQLAlchemy, gevent: a few hundred thousand objects)
     # lives as long as the worker. Freezing it keeps full collections from scanning it
     # again and again: they stalled every held request for about 100 ms under load.

@@ -66,6 +66,22 @@ class Config:
     # Cap of the hub's reconnect backoff, in seconds.
     HUB_RECONNECT_MAX_DELAY = _float("HUB_RECONNECT_MAX_DELAY", 2.0)
 
+    # Admin statistics and streams.
+    STATS_SAMPLE_RATE = _float("STATS_SAMPLE_RATE", 0.1)  # share of order changes announced
+    STATS_TRAILING_DELAY = _float("STATS_TRAILING_DELAY", 2.0)  # unannounced change: at most
+    STATS_MIN_PUBLISH_INTERVAL = _float("STATS_MIN_PUBLISH_INTERVAL", 0.25)  # per worker
+    STATS_CACHE_TTL = _int("STATS_CACHE_TTL", 60)
+    STATS_SAFETY_POLL_INTERVAL = _float("STATS_SAFETY_POLL_INTERVAL", 30.0)
+    STATS_DB_POLL_INTERVAL = _float("STATS_DB_POLL_INTERVAL", 10.0)
+    SSE_HEARTBEAT_INTERVAL = _float("SSE_HEARTBEAT_INTERVAL", 15.0)
+    SSE_MAX_STREAMS_PER_TOKEN = _int("SSE_MAX_STREAMS_PER_TOKEN", 3)
+    PRESENCE_INTERVAL = _float("PRESENCE_INTERVAL", 5.0)  # workers report their counts
+
+    # Background services, run once across the deployment (a Redis lease per service).
+    SERVICE_LEASE_TTL = _float("SERVICE_LEASE_TTL", 15.0)
+    RECONCILE_INTERVAL = _float("RECONCILE_INTERVAL", 60.0)
+    ORDER_EXPIRY_SECONDS = _int("ORDER_EXPIRY_SECONDS", 900)  # processing longer: expired
+
 
 class TestConfig(Config):
     TESTING = True

@@ -72,3 +72,13 @@ def read_latest(order_id: str) -> tuple[dict, str] | None:
         return None
     cached = json.loads(raw)
     return cached["order"], cached["tokenHash"]
+
+
+def read_buffer(order_id: str) -> list[dict]:
+    """The buffered events of an order, oldest first; empty when Redis fails."""
+    try:
+        raw = redis_store.client().lrange(buffer_key(order_id), 0, -1)
+    except RedisError as exc:
+        log.debug("buffer read failed: %s", exc)
+        return []
+    return [json.loads(item) for item in raw]

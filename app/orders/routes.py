@@ -2,6 +2,9 @@
 
 from flask import current_app, jsonify, request
 
+from app import validation
+from app.realtime import sse
+
 from . import bp, services
 from .access import token_from_request
 from .schemas import parse_new_order, parse_wait
@@ -30,3 +33,15 @@ def wait(order_id: str):
         order_id, token_from_request(request), params.since, params.timeout_ms
     )
     return jsonify(answer)
+
+
+@bp.get("/<order_id>/events")
+def events(order_id: str):
+    last_id = validation.integer_param(sse.last_event_id(request), "Last-Event-ID")
+    watch, frames = services.order_event_stream(
+        order_id,
+        token_from_request(request),
+        last_id,
+        heartbeat=current_app.config["SSE_HEARTBEAT_INTERVAL"],
+    )
+    return sse.serve("sse:order", order_id, frames, release=watch.close)

@@ -5,12 +5,13 @@ import logging
 import secrets
 import string
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from uuid import UUID
 
 from app.errors import DATABASE_DOWN, NotFound, ServiceUnavailable, Unauthorized
 from app.extensions import db
-from app.realtime import current_hub
+from app.realtime import Watch, current_hub, registry, sse
+from app.realtime.connections import Connection
 
 from . import events
 from .access import new_token, token_matches
@@ -88,6 +89,14 @@ def wait_for_update(order_id: str, token: str | None, since: int | None, timeout
         raise NotFound("order not found")
     hub = current_hub()
     deadline = time.monotonic() + timeout_ms / 1000
+    connection = registry.open("wait", order_id)
+    try:
+        return _wait(hub, order_id, token, since, deadline)
+    finally:
+        registry.close(connection)
+
+
+def _wait(hub, order_id: str, token: str, since: int | None, deadline: float) -> dict:
     with hub.watch(events.channel(order_id)) as watch:
         cached = None if hub.redis_down else _cached_order(order_id, token)
         if since is not None and cached is not None and _is_news(cached, since):
@@ -110,6 +119,53 @@ def wait_for_update(order_id: str, token: str | None, since: int | None, timeout
     # Timed out: the database is the truth, read it once more (or keep what we know).
     final, _ = _current_order(order_id, token, current)
     return _answer(final, since, "timeout")
+
+
+def order_event_stream(
+    order_id: str, token: str | None, last_id: int | None, heartbeat: float
+) -> tuple[Watch, Callable[[Connection], Iterator[str]]]:
+    """Authorize and subscribe now; return the watch and the stream's frames.
+
+    The frames replay the buffered events newer than `last_id` (and the current state when
+    the buffer does not reach it), then live events, each version once and in order, until a
+    terminal one. The watch is registered before the buffer is read, so nothing falls between.
+    """
+    if not token:
+        raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
+    if not is_order_id(order_id):
+        raise NotFound("order not found")
+    hub = current_hub()
+    watch = hub.watch(events.channel(order_id))
+    try:
+        cached = None if hub.redis_down else _cached_order(order_id, token)
+        current, _ = _current_order(order_id, token, cached)
+        backlog = events.read_buffer(order_id)
+    except BaseException:
+        watch.close()
+        raise
+    if not backlog or backlog[-1]["version"] < current["version"]:
+        backlog.append(current)  # the buffer expired, or Redis was away: send the truth
+
+    def frames(connection: Connection) -> Iterator[str]:
+        sent = last_id if last_id is not None else 0
+        pending = iter(backlog)
+        while True:
+            order = next(pending, None)
+            if order is None:
+                delivery = watch.next(heartbeat)
+                if delivery is None:
+                    yield sse.HEARTBEAT
+                    continue
+                order = json.loads(delivery.data)
+            if order["version"] <= sent:
+                continue
+            sent = order["version"]
+            connection.last_status = order["paymentStatus"]
+            yield sse.event(order, name="order_status", event_id=sent)
+            if order["paymentStatus"] in TERMINAL_PAYMENT_STATUSES:
+                return
+
+    return watch, frames
 
 
 def _cached_order(order_id: str, token: str) -> dict | None:

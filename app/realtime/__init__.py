@@ -2,10 +2,20 @@
 
 from flask import current_app
 
+from .connections import Presence, StreamLimiter, registry
 from .hub import Delivery, Hub, Watch
 from .publish import Publisher
 
-__all__ = ["Delivery", "Hub", "Publisher", "Watch", "current_hub", "current_publisher", "init_app"]
+__all__ = [
+    "Delivery",
+    "Hub",
+    "Publisher",
+    "Watch",
+    "current_hub",
+    "current_publisher",
+    "init_app",
+    "registry",
+]
 
 
 def init_app(app) -> None:
@@ -28,6 +38,20 @@ def init_app(app) -> None:
         wait_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
         on_failure=hub.request_poll,
     )
+    app.extensions["presence"] = Presence(
+        app.extensions["redis"],
+        lambda: {
+            "waiters": hub.stats()["waiters"],
+            "streams": len(registry) - registry.counts().get("wait", 0),
+        },
+        cfg["PRESENCE_INTERVAL"],
+    )
+    app.extensions["stream_limiter"] = StreamLimiter(
+        app.extensions["redis"],
+        cfg["SSE_MAX_STREAMS_PER_TOKEN"],
+        lease=3 * cfg["SSE_HEARTBEAT_INTERVAL"],
+    )
+    app.extensions["background"] = [hub.start, app.extensions["presence"].start]
 
 
 def current_hub() -> Hub:

@@ -1,0 +1,184 @@
+"""Who is connected: this worker's registry, totals across workers, per-token stream limits.
+
+Each worker writes its counts to one Redis hash every few seconds (presence), so any worker
+can report totals for the whole deployment; an entry not refreshed for three intervals is a
+worker that is gone. The per-token limit is a sorted set of stream leases, refreshed by the
+stream's heartbeat, so a crashed worker's streams expire instead of counting forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import gevent
+import redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+PRESENCE_KEY = "realtime:presence"
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Connection:
+    id: int
+    kind: str  # "wait", "sse:stats", "sse:services", "sse:order"
+    key: str  # what it watches: an order id, a stream name
+    since: float = field(default_factory=time.time)
+    last_status: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "since": round(self.since, 3),
+            "lastStatus": self.last_status,
+        }
+
+
+class Registry:
+    """This worker's open streams and held waits."""
+
+    def __init__(self):
+        self._ids = itertools.count(1)
+        self._open: dict[int, Connection] = {}
+
+    def open(self, kind: str, key: str) -> Connection:
+        connection = Connection(next(self._ids), kind, key)
+        self._open[connection.id] = connection
+        return connection
+
+    def close(self, connection: Connection) -> None:
+        self._open.pop(connection.id, None)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for connection in self._open.values():
+            counts[connection.kind] = counts.get(connection.kind, 0) + 1
+        return counts
+
+    def listing(self, limit: int) -> list[dict]:
+        return [c.to_json() for c in itertools.islice(self._open.values(), limit)]
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+registry = Registry()
+
+
+class Presence:
+    """Publishes this worker's counts to Redis every `interval` seconds; sums everyone's."""
+
+    def __init__(self, client: redis.Redis, counts, interval: float):
+        self._client = client
+        self._counts = counts  # () -> dict of this worker's counts
+        self.interval = interval
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill()
+            self._greenlet = None
+
+    def _run(self) -> None:
+        while True:
+            self.publish()
+            gevent.sleep(self.interval)
+
+    def publish(self) -> None:
+        entry = json.dumps({**self._counts(), "at": time.time()})
+        try:
+            self._client.hset(PRESENCE_KEY, WORKER_ID, entry)
+        except RedisError as exc:
+            log.debug("presence not published: %s", exc)
+
+    def totals(self) -> dict:
+        """Counts summed over the workers seen recently; this worker's own when Redis fails."""
+        try:
+            entries = self._client.hgetall(PRESENCE_KEY)
+        except RedisError:
+            return {**self._counts(), "workers": 1}
+        fresh_after = time.time() - 3 * self.interval
+        totals: dict = {"workers": 0}
+        gone = []
+        for worker, raw in entries.items():
+            entry = json.loads(raw)
+            if entry.pop("at") < fresh_after:
+                gone.append(worker)
+                continue
+            totals["workers"] += 1
+            for name, value in entry.items():
+                totals[name] = totals.get(name, 0) + value
+        if gone:
+            try:
+                self._client.hdel(PRESENCE_KEY, *gone)
+            except RedisError:
+                pass
+        return totals
+
+
+class StreamLimiter:
+    """At most `limit` open streams per token across all workers (a lease per stream)."""
+
+    def __init__(self, client: redis.Redis, limit: int, lease: float):
+        self._client = client
+        self.limit = limit
+        self.lease = lease
+        self._local: dict[str, int] = {}  # per-worker fallback while Redis is down
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return "sse:streams:" + hashlib.sha256(token.encode()).hexdigest()[:24]
+
+    def acquire(self, token: str, stream_id: str) -> str | None:
+        """A lease id for one more stream of `token`, or None when it has `limit` already."""
+        key, now = self._key(token), time.time()
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.zremrangebyscore(key, "-inf", now)  # leases of streams that died unclosed
+            pipe.zadd(key, {stream_id: now + self.lease})
+            pipe.zcard(key)
+            pipe.expire(key, int(self.lease) + 1)
+            open_streams = pipe.execute()[2]
+        except RedisError:
+            return self._acquire_locally(token, stream_id)
+        if open_streams > self.limit:
+            self.release(token, stream_id)
+            return None
+        return stream_id
+
+    def refresh(self, token: str, stream_id: str) -> None:
+        if stream_id.startswith("local:"):
+            return
+        try:
+            self._client.zadd(self._key(token), {stream_id: time.time() + self.lease}, xx=True)
+        except RedisError:
+            pass
+
+    def release(self, token: str, stream_id: str) -> None:
+        if stream_id.startswith("local:"):
+            self._local[token] -= 1
+            return
+        try:
+            self._client.zrem(self._key(token), stream_id)
+        except RedisError:
+            pass  # the lease expires by itself
+
+    def _acquire_locally(self, token: str, stream_id: str) -> str | None:
+        if self._local.get(token, 0) >= self.limit:
+            return None
+        self._local[token] = self._local.get(token, 0) + 1
+        return "local:" + stream_id
