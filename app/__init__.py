@@ -81,10 +81,11 @@ def _sqlite_wal(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app import health, orders, payments
+    from app import admin, health, orders, payments
 
     orders.init_app(app)
     payments.init_app(app)
+    admin.init_app(app)
     app.register_blueprint(health.bp)
 
 

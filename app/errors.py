@@ -40,6 +40,10 @@ class NotFound(ApiError):
     status = 404
 
 
+class TooManyRequests(ApiError):
+    status = 429
+
+
 class ServiceUnavailable(ApiError):
     status = 503
 

@@ -180,6 +180,8 @@ def test_failed_publish_while_connected_wakes_waiters_by_a_poll(make_app):
 def test_redis_down_at_start_then_appears(live_server, private_redis):
     port = servers.free_port()
     server = live_server(REDIS_URL=f"redis://127.0.0.1:{port}/0", FALLBACK_DB_POLL_INTERVAL=0.3)
+    # The hub's first connection attempt runs once the worker is up: wait for its verdict.
+    eventually(lambda: "Redis unreachable" in server.output(), 5, "the start-up log line")
     unreachable = [line for line in server.output().splitlines() if "Redis unreachable" in line]
     assert len(unreachable) == 1 and "database polling" in unreachable[0]
 

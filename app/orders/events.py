@@ -11,6 +11,7 @@ from app.realtime import current_publisher
 from app.realtime.publish import Append, Latest, Publish
 
 from .models import Order
+from .signals import order_changed
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def announce(order_json: dict, token_hash: str) -> bool:
     """Publish a committed change: pub/sub, cache and replay buffer in one round trip."""
     cfg = current_app.config
     order_id, message = order_json["orderId"], encode(order_json)
+    order_changed.send(current_app._get_current_object(), order=order_json)
     return current_publisher().send(
         Publish(channel(order_id), message),
         _latest(order_json, token_hash),

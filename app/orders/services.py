@@ -6,7 +6,10 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from uuid import UUID
+
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.errors import DATABASE_DOWN, NotFound, ServiceUnavailable, Unauthorized
 from app.extensions import db
@@ -15,7 +18,7 @@ from app.realtime.connections import Connection
 
 from . import events
 from .access import new_token, token_matches
-from .models import TERMINAL_PAYMENT_STATUSES, Order
+from .models import TERMINAL_PAYMENT_STATUSES, Order, utcnow
 from .schemas import NewOrder
 
 log = logging.getLogger(__name__)
@@ -148,22 +151,25 @@ def order_event_stream(
 
     def frames(connection: Connection) -> Iterator[str]:
         sent = last_id if last_id is not None else 0
-        pending = iter(backlog)
-        while True:
-            order = next(pending, None)
-            if order is None:
-                delivery = watch.next(heartbeat)
-                if delivery is None:
-                    yield sse.HEARTBEAT
-                    continue
-                order = json.loads(delivery.data)
-            if order["version"] <= sent:
+
+        def newer(order: dict) -> Iterator[str]:
+            nonlocal sent
+            if order["version"] > sent:
+                sent = order["version"]
+                connection.last_status = order["paymentStatus"]
+                yield sse.event(order, name="order_status", event_id=sent)
+
+        for order in backlog:
+            yield from newer(order)
+        state = backlog[-1]  # the newest known, never older than the current state
+        # A settled order never changes again: nothing more will come.
+        while state["paymentStatus"] not in TERMINAL_PAYMENT_STATUSES:
+            delivery = watch.next(heartbeat)
+            if delivery is None:
+                yield sse.HEARTBEAT
                 continue
-            sent = order["version"]
-            connection.last_status = order["paymentStatus"]
-            yield sse.event(order, name="order_status", event_id=sent)
-            if order["paymentStatus"] in TERMINAL_PAYMENT_STATUSES:
-                return
+            state = json.loads(delivery.data)
+            yield from newer(state)
 
     return watch, frames
 
@@ -191,6 +197,37 @@ def _current_order(order_id: str, token: str, known: dict | None) -> tuple[dict,
         return known, "cache"
     finally:
         db.session.close()  # hand the connection back before blocking
+
+
+def expire_stale(older_than_seconds: int, limit: int = 500) -> int:
+    """Expire orders still processing after `older_than_seconds`; their waiters are told.
+
+    Each order is settled on its own, with the version check of every settlement: one that
+    a webhook settles meanwhile is left as the webhook set it.
+    """
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    stale = (
+        db.session.execute(
+            db.select(Order)
+            .where(Order.payment_status == "processing", Order.created_at < cutoff)
+            .order_by(Order.created_at)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    expired = 0
+    for order in stale:
+        order.settle("expired", reason="payment_timeout")
+        try:
+            db.session.commit()
+        except StaleDataError:
+            db.session.rollback()
+            continue
+        events.announce(order.to_json(), order.access_token_hash)
+        expired += 1
+    db.session.close()
+    return expired
 
 
 def latest_versions(order_ids: list[str]) -> dict[str, tuple[int, str]]:

@@ -29,6 +29,8 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from redis.exceptions import RedisError
 
+from .signals import Broadcast
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "channel"
@@ -48,30 +50,15 @@ class Delivery(NamedTuple):
     source: str  # "redis" (pub/sub) or "poll" (database poll while Redis is away)
 
 
-class _Signal:
-    """One wake-up shared by every waiter of a channel.
-
-    Signals are chained: a waiter that wakes follows `next`, so a delivery that lands while it
-    is busy with the previous one is never skipped.
-    """
-
-    __slots__ = ("event", "delivery", "next")
-
-    def __init__(self):
-        self.event = Event()
-        self.delivery: Delivery | None = None
-        self.next: _Signal | None = None
-
-
 class _Subscription:
-    __slots__ = ("kind", "name", "waiters", "handlers", "signal", "confirmed", "polled_version")
+    __slots__ = ("kind", "name", "waiters", "handlers", "broadcast", "confirmed", "polled_version")
 
     def __init__(self, kind: str, name: str):
         self.kind = kind
         self.name = name
         self.waiters = 0
         self.handlers: list[Callable[[Delivery], None]] = []
-        self.signal = _Signal()
+        self.broadcast = Broadcast()  # one wake-up for every waiter of the channel
         self.confirmed = Event()  # set when Redis acknowledged the SUBSCRIBE
         self.polled_version: int | None = None
 
@@ -79,25 +66,21 @@ class _Subscription:
 class Watch:
     """A waiter's place on one channel. Use as a context manager so it is always released."""
 
-    __slots__ = ("_hub", "_sub", "_signal")
+    __slots__ = ("_hub", "_sub", "_follower")
 
     def __init__(self, hub: Hub, sub: _Subscription):
         self._hub = hub
         self._sub = sub
-        self._signal = sub.signal
+        self._follower = sub.broadcast.follow()
 
     def next(self, timeout: float) -> Delivery | None:
         """Block until the next delivery on the channel, or None once `timeout` seconds pass."""
-        signal = self._signal
         self._hub.parked += 1
         try:
-            woken = signal.event.wait(timeout)
+            _, delivery = self._follower.wait(timeout)
         finally:
             self._hub.parked -= 1
-        if not woken:
-            return None
-        self._signal = signal.next
-        return signal.delivery
+        return delivery
 
     def close(self) -> None:
         if self._sub is not None:
@@ -461,10 +444,7 @@ class Hub:
             return  # a message that was in flight when we unsubscribed
         delivery = Delivery(channel, data, source)
         if sub.waiters:
-            signal, sub.signal = sub.signal, _Signal()
-            signal.next = sub.signal
-            signal.delivery = delivery
-            signal.event.set()
+            sub.broadcast.send(delivery)
         for callback in list(sub.handlers):
             try:
                 callback(delivery)

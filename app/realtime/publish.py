@@ -62,7 +62,17 @@ class Append(NamedTuple):
         pipe.ltrim(self.key, -self.max_len, -1)
 
 
-Operation = Publish | Latest | Append
+class Increment(NamedTuple):
+    """HINCRBY key field 1: a counter kept in Redis for every worker to read."""
+
+    key: str
+    field: str
+
+    def queue_on(self, pipe) -> None:
+        pipe.hincrby(self.key, self.field, 1)
+
+
+Operation = Publish | Latest | Append | Increment
 
 
 class Publisher:
@@ -86,8 +96,7 @@ class Publisher:
         committed, so the database stays the truth and waiters catch up through the hub's
         database poll.
         """
-        if self._greenlet is None or self._greenlet.dead:
-            self._greenlet = gevent.spawn(self._run)
+        self._ensure_running()
         done = AsyncResult()
         self._queue.put((operations, done))
         try:
@@ -96,10 +105,20 @@ class Publisher:
             log.warning("Redis did not confirm %s within %.1fs", operations[0], self._wait_timeout)
             return False
 
+    def submit(self, *operations: Operation) -> None:
+        """Queue operations and return at once: for what no caller needs confirmed."""
+        self._ensure_running()
+        done = AsyncResult()
+        self._queue.put((operations, done))
+
     def stop(self) -> None:
         if self._greenlet is not None:
             self._greenlet.kill()
             self._greenlet = None
+
+    def _ensure_running(self) -> None:
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = gevent.spawn(self._run)
 
     def _run(self) -> None:
         while True:

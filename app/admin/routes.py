@@ -1,0 +1,63 @@
+"""Admin HTTP routes: statistics, their streams, service status, realtime counts."""
+
+from flask import current_app, jsonify, request
+
+from app import validation
+from app.realtime import current_hub, registry, sse
+from app.realtime.connections import WORKER_ID
+
+from . import bp, streams
+from .auth import require_admin
+
+CONNECTIONS_LISTED = 200
+
+
+def _last_id() -> int:
+    last = validation.integer_param(sse.last_event_id(request), "Last-Event-ID")
+    return max(last or 0, 0)
+
+
+@bp.get("/admin/stats")
+def stats():
+    require_admin(request)
+    return jsonify(current_app.extensions["admin.feed"].current())
+
+
+@bp.post("/admin/stats/refresh")
+def refresh():
+    require_admin(request)
+    return jsonify({**current_app.extensions["admin.stats"].refresh(), "mode": "pubsub"})
+
+
+@bp.get("/admin/stats/stream")
+def stats_stream():
+    token = require_admin(request)
+    last_id = _last_id()
+    lease, release = streams.open_stream(token)
+    frames = streams.stats_frames(token, lease, last_id)
+    return sse.serve("sse:stats", "admin:stats", frames, release=release)
+
+
+@bp.get("/services/status/stream")
+def services_stream():
+    token = require_admin(request)
+    last_id = _last_id()
+    lease, release = streams.open_stream(token)
+    frames = streams.status_frames(token, lease, last_id)
+    return sse.serve("sse:services", "service:*", frames, release=release)
+
+
+@bp.get("/realtime/stats")
+def realtime_stats():
+    require_admin(request)
+    hub = current_hub().stats()
+    return jsonify(
+        {
+            "worker": WORKER_ID,
+            "activeConnections": len(registry),
+            "byKind": registry.counts(),
+            "redis": hub,
+            "connections": registry.listing(CONNECTIONS_LISTED),
+            "totals": current_app.extensions["presence"].totals(),
+        }
+    )

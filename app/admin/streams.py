@@ -1,0 +1,89 @@
+"""The admin SSE streams: statistics and service status, on the shared SSE helper."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+from flask import current_app
+from gevent.queue import Empty, Queue
+
+from app.errors import TooManyRequests
+from app.realtime import current_hub, sse
+from app.realtime.connections import WORKER_ID, Connection
+
+from . import background
+
+
+def open_stream(token: str) -> tuple[str, callable]:
+    """Take one of the token's stream slots (429 when it has them all); returns the lease
+    and the function that gives it back."""
+    limiter = current_app.extensions["stream_limiter"]
+    lease = limiter.acquire(token, f"{WORKER_ID}:{uuid.uuid4().hex}")
+    if lease is None:
+        raise TooManyRequests(
+            f"at most {limiter.limit} open streams per admin token; close one and retry"
+        )
+    return lease, lambda: limiter.release(token, lease)
+
+
+def stats_frames(token: str, lease: str, last_id: int) -> callable:
+    feed = current_app.extensions["admin.feed"]
+    limiter = current_app.extensions["stream_limiter"]
+    heartbeat = current_app.config["SSE_HEARTBEAT_INTERVAL"]
+
+    def frames(connection: Connection) -> Iterator[str]:
+        follower = feed.join()
+        try:
+            event_id = last_id + 1
+            stats = feed.current()
+            connection.last_status = stats["mode"]
+            yield sse.event(stats, name="sync", event_id=event_id)
+            while True:
+                fired, stats = follower.wait(heartbeat)
+                if not fired:
+                    limiter.refresh(token, lease)
+                    yield sse.HEARTBEAT
+                    continue
+                event_id += 1
+                connection.last_status = stats["mode"]
+                yield sse.event(stats, name="sync", event_id=event_id)
+        finally:
+            feed.leave()
+
+    return frames
+
+
+def status_frames(token: str, lease: str, last_id: int) -> callable:
+    hub = current_hub()
+    client = current_app.extensions["redis"]
+    limiter = current_app.extensions["stream_limiter"]
+    heartbeat = current_app.config["SSE_HEARTBEAT_INTERVAL"]
+
+    def frames(connection: Connection) -> Iterator[str]:
+        updates: Queue = Queue()
+        handler = hub.add_handler(background.CHANNEL_PREFIX + "*", updates.put, pattern=True)
+        try:
+            event_id = last_id + 1
+            services = background.all_statuses(client)
+            yield sse.event({"services": services}, name="status", event_id=event_id)
+            while True:
+                try:
+                    delivery = updates.get(timeout=heartbeat)
+                except Empty:
+                    limiter.refresh(token, lease)
+                    yield sse.HEARTBEAT
+                    continue
+                entry = json.loads(delivery.data)
+                event_id += 1
+                connection.last_status = f"{entry['service']}: {entry['status']}"
+                yield sse.event(
+                    {"service": entry["service"], "status": entry},
+                    name="service",
+                    event_id=event_id,
+                )
+        finally:
+            hub.remove_handler(handler)
+
+    return frames
