@@ -69,7 +69,7 @@ class Config:
     # Admin statistics and streams.
     STATS_SAMPLE_RATE = _float("STATS_SAMPLE_RATE", 0.1)  # share of order changes announced
     STATS_TRAILING_DELAY = _float("STATS_TRAILING_DELAY", 2.0)  # unannounced change: at most
-    STATS_MIN_PUBLISH_INTERVAL = _float("STATS_MIN_PUBLISH_INTERVAL", 0.25)  # per worker
+    STATS_MIN_PUBLISH_INTERVAL = _float("STATS_MIN_PUBLISH_INTERVAL", 0.25)  # s, per worker
     STATS_CACHE_TTL = _int("STATS_CACHE_TTL", 60)
     STATS_SAFETY_POLL_INTERVAL = _float("STATS_SAFETY_POLL_INTERVAL", 30.0)
     STATS_DB_POLL_INTERVAL = _float("STATS_DB_POLL_INTERVAL", 10.0)
