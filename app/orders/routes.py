@@ -2,7 +2,6 @@
 
 from flask import current_app, jsonify, request
 
-from app import validation
 from app.realtime import sse
 
 from . import bp, services
@@ -37,11 +36,13 @@ def wait(order_id: str):
 
 @bp.get("/<order_id>/events")
 def events(order_id: str):
-    last_id = validation.integer_param(sse.last_event_id(request), "Last-Event-ID")
-    watch, frames = services.order_event_stream(
+    stream = services.order_event_stream(
         order_id,
         token_from_request(request),
-        last_id,
+        sse.last_event_id(request),
         heartbeat=current_app.config["SSE_HEARTBEAT_INTERVAL"],
     )
+    if stream is None:
+        return "", 204  # settled, and the client has it all: EventSource stops reconnecting
+    watch, frames = stream
     return sse.serve("sse:order", order_id, frames, release=watch.close)

@@ -15,6 +15,7 @@ from app.errors import DATABASE_DOWN, NotFound, ServiceUnavailable, Unauthorized
 from app.extensions import db
 from app.realtime import Watch, current_hub, registry, sse
 from app.realtime.connections import Connection
+from app.validation import integer_param
 
 from . import events
 from .access import new_token, token_matches
@@ -125,16 +126,19 @@ def _wait(hub, order_id: str, token: str, since: int | None, deadline: float) ->
 
 
 def order_event_stream(
-    order_id: str, token: str | None, last_id: int | None, heartbeat: float
-) -> tuple[Watch, Callable[[Connection], Iterator[str]]]:
-    """Authorize and subscribe now; return the watch and the stream's frames.
+    order_id: str, token: str | None, last_event_id: str | None, heartbeat: float
+) -> tuple[Watch, Callable[[Connection], Iterator[str]]] | None:
+    """Authorize and subscribe now; return the watch and the stream's frames, or None when
+    the order is settled and the client has its last event already (nothing will ever come).
 
-    The frames replay the buffered events newer than `last_id` (and the current state when
-    the buffer does not reach it), then live events, each version once and in order, until a
-    terminal one. The watch is registered before the buffer is read, so nothing falls between.
+    The frames replay the buffered events newer than `last_event_id` (and the current state
+    when the buffer does not reach it), then live events, each version once and in order,
+    until a terminal one. The watch is registered before the buffer is read, so nothing
+    falls between.
     """
     if not token:
         raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
+    last_id = integer_param(last_event_id, "Last-Event-ID")
     if not is_order_id(order_id):
         raise NotFound("order not found")
     hub = current_hub()
@@ -148,6 +152,12 @@ def order_event_stream(
         raise
     if not backlog or backlog[-1]["version"] < current["version"]:
         backlog.append(current)  # the buffer expired, or Redis was away: send the truth
+    newest = backlog[-1]
+    if last_id is not None and last_id > newest["version"]:
+        last_id = None  # not an id of this order's history: start from the beginning
+    if newest["paymentStatus"] in TERMINAL_PAYMENT_STATUSES and (last_id or 0) >= newest["version"]:
+        watch.close()
+        return None
 
     def frames(connection: Connection) -> Iterator[str]:
         sent = last_id if last_id is not None else 0
