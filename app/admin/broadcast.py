@@ -73,20 +73,28 @@ class StatsFeed:
         self._wake.set()
 
     def _run(self) -> None:
+        last_read = time.monotonic()
         while True:
-            pubsub = self.mode == "pubsub"
-            self._wake.wait(self.safety_interval if pubsub else self.db_interval)
+            # Woken by a trigger; else at the next safety-net read, and at least every
+            # db_interval so that Redis going away is noticed in time.
+            until_safety = last_read + self.safety_interval - time.monotonic()
+            self._wake.wait(max(min(self.db_interval, until_safety), 0.01))
             triggered = self._wake.is_set()
             self._wake.clear()
+            now = time.monotonic()
             try:
                 if self.mode == "db-poll":
                     stats = {**self._source.compute(), "mode": "db-poll"}
                 elif triggered:
                     stats = {**self._source.get(fresher_than=self._trigger_at), "mode": "pubsub"}
-                else:  # the safety net: statistics no older than its interval
+                elif now - last_read >= self.safety_interval:
+                    # The safety net: statistics no older than its interval.
                     fresh = time.time() - self.safety_interval
                     stats = {**self._source.get(fresher_than=fresh), "mode": "poll"}
+                else:
+                    continue
             except Exception:
                 log.exception("statistics read failed")
                 continue
+            last_read = now
             self._broadcast.send(stats)

@@ -76,19 +76,20 @@ class StatsSource:
                 return cached["stats"]
             if self._redis.set(LOCK_KEY, "1", nx=True, px=LOCK_MS):
                 try:
-                    return self._compute_and_cache()
+                    return self._compute_and_cache()[1]
                 finally:
                     self._redis.delete(LOCK_KEY)
-            return self._await_other(fresher_than) or self._compute_and_cache()
+            return self._await_other(fresher_than) or self._compute_and_cache()[1]
         except RedisError as exc:
             log.debug("stats cache unavailable, computing directly: %s", exc)
             return self.compute()
 
     def refresh(self) -> dict:
         """Recompute, cache and announce: the background refresher and the refresh route."""
-        stats = self._compute_and_cache()
+        at, stats = self._compute_and_cache()
         try:
-            self._redis.publish(TRIGGER_CHANNEL, repr(time.time()))
+            # The cache's own time: streams woken by this find the cache fresh enough.
+            self._redis.publish(TRIGGER_CHANNEL, repr(at))
         except RedisError as exc:
             log.warning("stats trigger not published: %s", exc)
         return stats
@@ -119,7 +120,8 @@ class StatsSource:
             "generatedAt": isoformat_utc(now),
         }
 
-    def _compute_and_cache(self) -> dict:
+    def _compute_and_cache(self) -> tuple[float, dict]:
+        """Compute and cache; returns the time the computation started, and the stats."""
         at = time.time()
         stats = self.compute()
         ttl = self._app.config["STATS_CACHE_TTL"]
@@ -127,7 +129,7 @@ class StatsSource:
             self._redis.set(CACHE_KEY, json.dumps({"at": at, "stats": stats}), ex=ttl)
         except RedisError as exc:
             log.debug("stats not cached: %s", exc)
-        return stats
+        return at, stats
 
     def _cached(self) -> dict | None:
         raw = self._redis.get(CACHE_KEY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -28,10 +29,25 @@ def open_stream(token: str) -> tuple[str, callable]:
     return lease, lambda: limiter.release(token, lease)
 
 
+class LeaseKeeper:
+    """Renews a stream's slot at least once per heartbeat interval, however busy it is."""
+
+    def __init__(self, token: str, lease: str):
+        self._limiter = current_app.extensions["stream_limiter"]
+        self._token, self._lease = token, lease
+        self.interval = current_app.config["SSE_HEARTBEAT_INTERVAL"]
+        self._renewed = time.monotonic()
+
+    def renew(self) -> None:
+        now = time.monotonic()
+        if now - self._renewed >= self.interval:
+            self._renewed = now
+            self._limiter.refresh(self._token, self._lease)
+
+
 def stats_frames(token: str, lease: str, last_id: int) -> callable:
     feed = current_app.extensions["admin.feed"]
-    limiter = current_app.extensions["stream_limiter"]
-    heartbeat = current_app.config["SSE_HEARTBEAT_INTERVAL"]
+    keeper = LeaseKeeper(token, lease)
 
     def frames(connection: Connection) -> Iterator[str]:
         follower = feed.join()
@@ -41,9 +57,9 @@ def stats_frames(token: str, lease: str, last_id: int) -> callable:
             connection.last_status = stats["mode"]
             yield sse.event(stats, name="sync", event_id=event_id)
             while True:
-                fired, stats = follower.wait(heartbeat)
+                fired, stats = follower.wait(keeper.interval)
+                keeper.renew()
                 if not fired:
-                    limiter.refresh(token, lease)
                     yield sse.HEARTBEAT
                     continue
                 event_id += 1
@@ -58,8 +74,7 @@ def stats_frames(token: str, lease: str, last_id: int) -> callable:
 def status_frames(token: str, lease: str, last_id: int) -> callable:
     hub = current_hub()
     client = current_app.extensions["redis"]
-    limiter = current_app.extensions["stream_limiter"]
-    heartbeat = current_app.config["SSE_HEARTBEAT_INTERVAL"]
+    keeper = LeaseKeeper(token, lease)
 
     def frames(connection: Connection) -> Iterator[str]:
         updates: Queue = Queue()
@@ -70,11 +85,12 @@ def status_frames(token: str, lease: str, last_id: int) -> callable:
             yield sse.event({"services": services}, name="status", event_id=event_id)
             while True:
                 try:
-                    delivery = updates.get(timeout=heartbeat)
+                    delivery = updates.get(timeout=keeper.interval)
                 except Empty:
-                    limiter.refresh(token, lease)
+                    keeper.renew()
                     yield sse.HEARTBEAT
                     continue
+                keeper.renew()
                 entry = json.loads(delivery.data)
                 event_id += 1
                 connection.last_status = f"{entry['service']}: {entry['status']}"

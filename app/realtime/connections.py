@@ -163,8 +163,12 @@ class StreamLimiter:
     def refresh(self, token: str, stream_id: str) -> None:
         if stream_id.startswith("local:"):
             return
+        key = self._key(token)
         try:
-            self._client.zadd(self._key(token), {stream_id: time.time() + self.lease}, xx=True)
+            pipe = self._client.pipeline(transaction=False)
+            pipe.zadd(key, {stream_id: time.time() + self.lease}, xx=True)
+            pipe.expire(key, int(self.lease) + 1)  # the set outlives its longest lease
+            pipe.execute()
         except RedisError:
             pass
 
