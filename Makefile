@@ -14,6 +14,8 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 # Serve on http://localhost:$${PORT:-8000}: SQLite in instance/, Redis if it answers.
 run: export WEBHOOK_SECRET ?= dev-webhook-secret
+run: export DEV_SIMULATE_PROVIDER ?= 1
+run: export ADMIN_TOKENS ?= dev-admin-token
 run: $(BIN)/.installed
 	$(BIN)/flask --app wsgi db upgrade
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app

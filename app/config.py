@@ -83,5 +83,16 @@ class Config:
     ORDER_EXPIRY_SECONDS = _int("ORDER_EXPIRY_SECONDS", 900)  # processing longer: expired
 
 
+    # Pages. The order page's retry strategy: MAX_LONG_POLLS long polls, RETRY_PAUSE_MS
+    # apart, then "still processing"; FALLBACK_POLL_MS between plain polls while the server
+    # fails. The dashboard reconnects its streams ADMIN_PAGE_RECONNECT_MS after losing them.
+    ORDER_PAGE_MAX_LONG_POLLS = _int("ORDER_PAGE_MAX_LONG_POLLS", 4)
+    ORDER_PAGE_RETRY_PAUSE_MS = _int("ORDER_PAGE_RETRY_PAUSE_MS", 5000)
+    ORDER_PAGE_FALLBACK_POLL_MS = _int("ORDER_PAGE_FALLBACK_POLL_MS", 3000)
+    ADMIN_PAGE_RECONNECT_MS = _int("ADMIN_PAGE_RECONNECT_MS", 5000)
+    # Development only: the order page offers buttons that fake the provider's callback.
+    DEV_SIMULATE_PROVIDER = os.environ.get("DEV_SIMULATE_PROVIDER", "") == "1"
+
+
 class TestConfig(Config):
     TESTING = True

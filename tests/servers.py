@@ -196,8 +196,8 @@ class TcpProxy:
 class LiveServer:
     """gunicorn with the repo's gunicorn.conf.py, one gevent worker, on a free loopback port."""
 
-    def __init__(self, env: dict, workers: int = 1):
-        self.port = free_port()
+    def __init__(self, env: dict, workers: int = 1, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
@@ -239,4 +239,4 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        os.unlink(self.log.name)
+        Path(self.log.name).unlink(missing_ok=True)
