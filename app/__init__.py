@@ -81,12 +81,13 @@ def _sqlite_wal(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app import admin, health, orders, pages, payments
+    from app import admin, health, orders, pages, payments, simulator
 
     orders.init_app(app)
     payments.init_app(app)
     admin.init_app(app)
     pages.init_app(app)
+    simulator.init_app(app)
     app.register_blueprint(health.bp)
 
 
