@@ -16,6 +16,9 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 run: export WEBHOOK_SECRET ?= dev-webhook-secret
 run: export DEV_SIMULATE_PROVIDER ?= 1
 run: export ADMIN_TOKENS ?= dev-admin-token
+# Development: one machine plays every customer (flask simulate), so no per-address limits.
+run: export ORDER_CREATE_RATE_LIMIT ?=
+run: export WAITS_PER_CLIENT ?= 0
 run: $(BIN)/.installed
 	$(BIN)/flask --app wsgi db upgrade
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app

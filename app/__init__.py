@@ -61,13 +61,15 @@ def configure_database_url(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app import realtime
+    from app import ratelimit, realtime, security
     from app.extensions import db, migrate, redis_store
 
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True)  # batch mode: SQLite cannot ALTER much
     redis_store.init_app(app)
     realtime.init_app(app)
+    security.init_app(app)
+    ratelimit.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_wal)
@@ -81,7 +83,7 @@ def _sqlite_wal(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app import admin, health, orders, pages, payments, simulator
+    from app import admin, health, openapi, orders, pages, payments, simulator
 
     orders.init_app(app)
     payments.init_app(app)
@@ -89,6 +91,7 @@ def register_blueprints(app: Flask) -> None:
     pages.init_app(app)
     simulator.init_app(app)
     app.register_blueprint(health.bp)
+    openapi.init_app(app)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -82,6 +82,12 @@ class Config:
     RECONCILE_INTERVAL = _float("RECONCILE_INTERVAL", 60.0)
     ORDER_EXPIRY_SECONDS = _int("ORDER_EXPIRY_SECONDS", 900)  # processing longer: expired
 
+    # Abuse limits. 0 disables a limit.
+    MAX_BODY_BYTES = _int("MAX_BODY_BYTES", 64 * 1024)
+    CORS_ORIGINS = [o.strip() for o in os.environ.get("CORS_ORIGINS", "").split(",") if o.strip()]
+    ORDER_CREATE_RATE_LIMIT = os.environ.get("ORDER_CREATE_RATE_LIMIT", "30 per minute")
+    WAITS_PER_CLIENT = _int("WAITS_PER_CLIENT", 100)  # held at once, per client address
+    WAITS_PER_ORDER = _int("WAITS_PER_ORDER", 10)  # held at once, per order
 
     # Pages. The order page's retry strategy: MAX_LONG_POLLS long polls, RETRY_PAUSE_MS
     # apart, then "still processing"; FALLBACK_POLL_MS between plain polls while the server

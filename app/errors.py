@@ -19,9 +19,10 @@ DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeoutError)
 class ApiError(Exception):
     status = 400
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, retry_after: int | None = None):
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After
 
 
 class ValidationError(ApiError):
@@ -55,7 +56,10 @@ def error_response(message: str, status: int):
 def register_error_handlers(app) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(err: ApiError):
-        return error_response(err.message, err.status)
+        response, status = error_response(err.message, err.status)
+        if err.retry_after is not None:
+            response.headers["Retry-After"] = str(err.retry_after)
+        return response, status
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(err: HTTPException):

@@ -67,6 +67,9 @@ def run(args) -> list[tuple[str, str]]:
             "REDIS_URL": redis_server.url,
             "WEBHOOK_SECRET": WEBHOOK_SECRET,
             "FALLBACK_DB_POLL_INTERVAL": str(args.interval),
+            # One load generator plays every client from one address.
+            "ORDER_CREATE_RATE_LIMIT": "",
+            "WAITS_PER_CLIENT": "0",
         }
         server = servers.LiveServer(env)  # holds the waits
         stack.callback(server.stop)

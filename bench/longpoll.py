@@ -56,6 +56,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.servers import free_port, fresh_database  # noqa: E402
 
+# One load generator plays every client from one address: per-address limits are off.
+NO_ABUSE_LIMITS = {"ORDER_CREATE_RATE_LIMIT": "", "WAITS_PER_CLIENT": "0", "WAITS_PER_ORDER": "0"}
+
 HOST = "127.0.0.1"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_CLIENT_NAME = "longpoll-bench"  # our Redis connections, left out of the server's count
@@ -711,7 +714,12 @@ def run(args) -> int:
     with ExitStack() as stack:
         database_url = stack.enter_context(fresh_database(PG_ADMIN_URL, "orderwait_bench"))
         redis_url = stack.enter_context(private_redis())
-        env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "WEBHOOK_SECRET": secret}
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "WEBHOOK_SECRET": secret,
+            **NO_ABUSE_LIMITS,
+        }
         server = stack.enter_context(gunicorn(env))
         print(
             f"gunicorn master {server.master.pid}, worker {server.worker}; creating orders",

@@ -1,5 +1,8 @@
 """The pages in a real browser: Debian's Chromium driven by Playwright, against gunicorn.
 
+The pages' Content-Security-Policy stays on (no bypass): waits use Playwright's locator
+assertions, which evaluate no script string inside the page.
+
 Screenshots of the checkout success and the dashboard go to test-artifacts/ (ignored by git).
 """
 
@@ -7,7 +10,7 @@ import os
 import time
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from tests import servers
 from tests.test_live import create, pay
@@ -91,7 +94,7 @@ def waits(page) -> list[str]:
 def test_checkout_shows_success_within_a_second_of_the_webhook(live_server, page):
     server = live_server()
     order = checkout(page, server)
-    page.wait_for_function("document.getElementById('elapsed').textContent !== '0'")
+    expect(page.locator("#elapsed")).not_to_have_text("0")
     assert status(page) == "processing"
     assert "Waiting for your payment" in page.inner_text("#payment-status")
 
@@ -134,7 +137,7 @@ def test_long_polls_time_out_retry_then_offer_to_check_again(live_server, page):
     assert len(waits(page)) == 3
 
     page.click("#check-again")
-    page.wait_for_function("document.querySelectorAll('#check-again[hidden]').length === 1")
+    expect(page.locator("#check-again")).to_be_hidden()
     assert pay(server, order).status_code == 200
     page.wait_for_selector("#payment-status[data-status=completed]", timeout=5000)
     assert 4 <= len(waits(page)) <= 6
@@ -183,10 +186,7 @@ def test_dashboard_streams_stats_and_shows_its_connection(live_server, page):
 
     order = create(server)
     assert pay(server, order).status_code == 200
-    page.wait_for_function(
-        f"Number(document.getElementById('stat-paid').textContent) === {paid_before + 1}",
-        timeout=5000,
-    )
+    expect(page.locator("#stat-paid")).to_have_text(str(paid_before + 1), timeout=5000)
     screenshot(page, "dashboard.png")
 
     server.stop()

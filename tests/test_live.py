@@ -37,7 +37,10 @@ def parked(server) -> int:
 
 def pay(server, order: dict, **kwargs) -> requests.Response:
     body = callback_body(order["orderNumber"], **kwargs)
-    headers = {"X-Webhook-Signature": sign(body, WEBHOOK_SECRET)}
+    headers = {
+        "X-Webhook-Signature": sign(body, WEBHOOK_SECRET),
+        "Content-Type": "application/json",
+    }
     return requests.post(
         server.url + "/api/payhero/callback", data=body, headers=headers, timeout=10
     )
@@ -158,7 +161,10 @@ def test_concurrent_callbacks_on_sqlite_settle_an_order_only_once(live_server):
 
         def deliver(server, result_code):
             body = callback_body(order["orderNumber"], result_code=result_code)
-            headers = {"X-Webhook-Signature": sign(body, WEBHOOK_SECRET)}
+            headers = {
+                "X-Webhook-Signature": sign(body, WEBHOOK_SECRET),
+                "Content-Type": "application/json",
+            }
             return requests.post(
                 server.url + "/api/payhero/callback", data=body, headers=headers, timeout=30
             )

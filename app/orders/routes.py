@@ -2,6 +2,7 @@
 
 from flask import current_app, jsonify, request
 
+from app.ratelimit import limiter, order_creation_limit, order_creation_unlimited
 from app.realtime import sse
 
 from . import bp, services
@@ -10,6 +11,7 @@ from .schemas import parse_new_order, parse_wait
 
 
 @bp.post("")
+@limiter.limit(order_creation_limit, exempt_when=order_creation_unlimited)
 def create():
     order, token = services.create_order(parse_new_order(request.get_json(silent=True)))
     return jsonify({**order.to_json(), "accessToken": token}), 201
@@ -29,7 +31,11 @@ def wait(order_id: str):
         max_timeout_ms=cfg["LONGPOLL_MAX_TIMEOUT_MS"],
     )
     answer = services.wait_for_update(
-        order_id, token_from_request(request), params.since, params.timeout_ms
+        order_id,
+        token_from_request(request),
+        params.since,
+        params.timeout_ms,
+        client=request.remote_addr or "-",
     )
     return jsonify(answer)
 

@@ -6,12 +6,20 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
+from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.errors import DATABASE_DOWN, NotFound, ServiceUnavailable, Unauthorized
+from app.errors import (
+    DATABASE_DOWN,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from app.extensions import db
 from app.realtime import Watch, current_hub, registry, sse
 from app.realtime.connections import Connection
@@ -27,6 +35,7 @@ log = logging.getLogger(__name__)
 _ORDER_NUMBER_ALPHABET = string.ascii_uppercase + string.digits
 # Ids per IN (...) query of the fallback poll: far below SQLite's and PostgreSQL's limits.
 POLL_CHUNK = 500
+WAIT_RETRY_AFTER_S = 5
 
 
 def is_order_id(value: str) -> bool:
@@ -80,12 +89,16 @@ def _answer(order_json: dict, since: int, source: str) -> dict:
     return {**order_json, "changed": order_json["version"] > since, "source": source}
 
 
-def wait_for_update(order_id: str, token: str | None, since: int | None, timeout_ms: int) -> dict:
+def wait_for_update(
+    order_id: str, token: str | None, since: int | None, timeout_ms: int, client: str = "-"
+) -> dict:
     """Answer as soon as the order moves past `since` (or is terminal), else after the timeout.
 
     The waiter registers with the hub BEFORE reading any state, so a change committed after
     the read is delivered by the hub; while blocked it holds no database connection. With the
     database down it carries on from the cached state, and only fails when there is none.
+    A wait that is going to block needs a slot for its `client` address and for its order
+    (429 when either holds its limit already).
     """
     if not token:
         raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
@@ -95,12 +108,36 @@ def wait_for_update(order_id: str, token: str | None, since: int | None, timeout
     deadline = time.monotonic() + timeout_ms / 1000
     connection = registry.open("wait", order_id)
     try:
-        return _wait(hub, order_id, token, since, deadline)
+        return _wait(hub, order_id, token, since, deadline, client)
     finally:
         registry.close(connection)
 
 
-def _wait(hub, order_id: str, token: str, since: int | None, deadline: float) -> dict:
+@contextmanager
+def _held_wait_slots(client: str, order_id: str) -> Iterator[None]:
+    """One slot per client address and one per order while a wait is held, or 429."""
+    per_client, per_order = current_app.extensions["wait_limits"]
+    lease_id = uuid4().hex
+    taken = []
+    try:
+        for limiter, owner, whose in (
+            (per_client, client, "this address"),
+            (per_order, order_id, "this order"),
+        ):
+            lease = limiter.acquire(owner, lease_id)
+            if lease is None:
+                raise TooManyRequests(
+                    f"too many waits held for {whose} (at most {limiter.limit}); retry shortly",
+                    retry_after=WAIT_RETRY_AFTER_S,
+                )
+            taken.append((limiter, owner, lease))
+        yield
+    finally:
+        for limiter, owner, lease in taken:
+            limiter.release(owner, lease)
+
+
+def _wait(hub, order_id: str, token: str, since: int | None, deadline: float, client: str) -> dict:
     with hub.watch(events.channel(order_id)) as watch:
         cached = None if hub.redis_down else _cached_order(order_id, token)
         if since is not None and cached is not None and _is_news(cached, since):
@@ -112,13 +149,14 @@ def _wait(hub, order_id: str, token: str, since: int | None, deadline: float) ->
         if _is_news(current, since):
             return _answer(current, since, source)
 
-        while (remaining := deadline - time.monotonic()) > 0:
-            delivery = watch.next(remaining)
-            if delivery is None:
-                break
-            published = json.loads(delivery.data)
-            if _is_news(published, since):
-                return _answer(published, since, delivery.source)
+        with _held_wait_slots(client, order_id):
+            while (remaining := deadline - time.monotonic()) > 0:
+                delivery = watch.next(remaining)
+                if delivery is None:
+                    break
+                published = json.loads(delivery.data)
+                if _is_news(published, since):
+                    return _answer(published, since, delivery.source)
 
     # Timed out: the database is the truth, read it once more (or keep what we know).
     final, _ = _current_order(order_id, token, current)

@@ -2,7 +2,7 @@
 
 from flask import current_app
 
-from .connections import Presence, StreamLimiter, registry
+from .connections import LeaseLimiter, Presence, registry
 from .hub import Delivery, Hub, Watch
 from .publish import Publisher
 
@@ -46,10 +46,15 @@ def init_app(app) -> None:
         },
         cfg["PRESENCE_INTERVAL"],
     )
-    app.extensions["stream_limiter"] = StreamLimiter(
-        app.extensions["redis"],
-        cfg["SSE_MAX_STREAMS_PER_TOKEN"],
-        lease=3 * cfg["SSE_HEARTBEAT_INTERVAL"],
+    client = app.extensions["redis"]
+    app.extensions["stream_limiter"] = LeaseLimiter(
+        client, cfg["SSE_MAX_STREAMS_PER_TOKEN"], 3 * cfg["SSE_HEARTBEAT_INTERVAL"], "sse:streams:"
+    )
+    # A held wait's lease outlives the longest wait; it is given back when the wait ends.
+    wait_lease = cfg["LONGPOLL_MAX_TIMEOUT_MS"] / 1000 + 30
+    app.extensions["wait_limits"] = (
+        LeaseLimiter(client, cfg["WAITS_PER_CLIENT"], wait_lease, "limit:waits:client:"),
+        LeaseLimiter(client, cfg["WAITS_PER_ORDER"], wait_lease, "limit:waits:order:"),
     )
     app.extensions["background"] = [hub.start, app.extensions["presence"].start]
 

@@ -130,21 +130,27 @@ class Presence:
         return totals
 
 
-class StreamLimiter:
-    """At most `limit` open streams per token across all workers (a lease per stream)."""
+class LeaseLimiter:
+    """At most `limit` things held at once per owner (a token, a client address, an order),
+    across all workers: a lease per thing in a Redis sorted set, expiring by itself if its
+    holder dies. A limit of 0 means no limit. While Redis is down each worker counts alone.
+    """
 
-    def __init__(self, client: redis.Redis, limit: int, lease: float):
+    def __init__(self, client: redis.Redis, limit: int, lease: float, prefix: str):
         self._client = client
         self.limit = limit
         self.lease = lease
+        self._prefix = prefix
         self._local: dict[str, int] = {}  # per-worker fallback while Redis is down
 
-    @staticmethod
-    def _key(token: str) -> str:
-        return "sse:streams:" + hashlib.sha256(token.encode()).hexdigest()[:24]
+    def _key(self, owner: str) -> str:
+        # Hashed: owners may be secrets (admin tokens).
+        return self._prefix + hashlib.sha256(owner.encode()).hexdigest()[:24]
 
     def acquire(self, token: str, stream_id: str) -> str | None:
-        """A lease id for one more stream of `token`, or None when it has `limit` already."""
+        """A lease id for one more thing of `token`, or None when it holds `limit` already."""
+        if not self.limit:
+            return "unlimited:" + stream_id
         key, now = self._key(token), time.time()
         try:
             pipe = self._client.pipeline(transaction=True)
@@ -161,7 +167,7 @@ class StreamLimiter:
         return stream_id
 
     def refresh(self, token: str, stream_id: str) -> None:
-        if stream_id.startswith("local:"):
+        if stream_id.startswith(("local:", "unlimited:")):
             return
         key = self._key(token)
         try:
@@ -173,6 +179,8 @@ class StreamLimiter:
             pass
 
     def release(self, token: str, stream_id: str) -> None:
+        if stream_id.startswith("unlimited:"):
+            return
         if stream_id.startswith("local:"):
             self._local[token] -= 1
             return

@@ -1,0 +1,54 @@
+"""What every request and response passes through: body size and type, security headers,
+and cross-origin access for configured origins only."""
+
+from flask import request
+from flask_cors import CORS
+
+from app.errors import ApiError
+
+# Pages load only their own scripts, styles and images, and talk only to this origin.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+def init_app(app) -> None:
+    # Flask answers a larger body with 413 (JSON through the error handlers).
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    app.before_request(require_json_bodies)
+    app.after_request(add_security_headers)
+    origins = app.config["CORS_ORIGINS"]
+    if origins:
+        CORS(
+            app,
+            resources={r"/api/*": {"origins": origins}},
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+
+
+def require_json_bodies():
+    """An API request that carries a body must say it is JSON."""
+    if (
+        request.path.startswith("/api/")
+        and request.method in ("POST", "PUT", "PATCH")
+        and (request.content_length or request.headers.get("Transfer-Encoding"))
+        and request.mimetype != "application/json"
+    ):
+        raise UnsupportedMediaType("request body must be JSON (Content-Type: application/json)")
+
+
+def add_security_headers(response):
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    # Order pages carry their token in the URL fragment: never leak the URL onwards.
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
