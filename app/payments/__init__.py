@@ -6,6 +6,6 @@ bp = Blueprint("payments", __name__, url_prefix="/api/payhero")
 
 
 def init_app(app) -> None:
-    from . import routes  # noqa: F401  (routes attach to bp)
+    from . import models, routes  # noqa: F401  (routes attach to bp; models to the metadata)
 
     app.register_blueprint(bp)

@@ -1,5 +1,6 @@
 """The provider's webhook endpoint."""
 
+import hashlib
 import json
 
 from flask import current_app, jsonify, request
@@ -14,8 +15,10 @@ from .schemas import parse_callback
 @bp.post("/callback")
 def callback():
     app = current_app._get_current_object()
+    body = request.get_data(cache=False)
+    receipt = services.Receipt(hashlib.sha256(body).hexdigest(), request.remote_addr)
     try:
-        outcome = _apply(request)
+        outcome = _apply(body, receipt)
     except (Unauthorized, ValidationError, NotFound):
         callback_received.send(app, outcome="rejected")
         raise
@@ -23,14 +26,19 @@ def callback():
     return jsonify(outcome.to_json())
 
 
-def _apply(request) -> services.Outcome:
-    body = request.get_data(cache=False)
+def _apply(body: bytes, receipt: services.Receipt) -> services.Outcome:
     if not signature.is_valid(
         body, request.headers.get("X-Webhook-Signature"), current_app.config["WEBHOOK_SECRET"]
     ):
+        services.record_rejection(receipt, "missing or invalid signature")
         raise Unauthorized("missing or invalid webhook signature")
     try:
         payload = json.loads(body)
+        callback = parse_callback(payload)
+    except ValidationError as error:
+        services.record_rejection(receipt, error.message)
+        raise
     except ValueError:
+        services.record_rejection(receipt, "body is not valid JSON")
         raise ValidationError("body is not valid JSON") from None
-    return services.apply_callback(parse_callback(payload))
+    return services.apply_callback(callback, receipt)

@@ -10,6 +10,7 @@ from app.extensions import db
 from app.orders import events
 from app.orders.models import Order
 
+from .models import PaymentEvent
 from .schemas import Callback
 
 log = logging.getLogger(__name__)
@@ -35,25 +36,59 @@ class Outcome:
         }
 
 
-def apply_callback(callback: Callback) -> Outcome:
+@dataclass(frozen=True)
+class Receipt:
+    """How a callback arrived: for the audit trail."""
+
+    body_sha256: str
+    remote_addr: str | None
+
+
+def record_rejection(receipt: Receipt, reason: str, callback: Callback | None = None) -> None:
+    """Audit a callback refused before it touched any order (bad signature, body, reference)."""
+    db.session.rollback()
+    db.session.add(_event(receipt, "rejected", reason, callback))
+    db.session.commit()
+
+
+def _event(
+    receipt: Receipt,
+    outcome: str,
+    reason: str | None,
+    callback: Callback | None,
+    order_id: str | None = None,
+) -> PaymentEvent:
+    return PaymentEvent(
+        outcome=outcome,
+        reason=reason,
+        order_number=callback.order_number if callback else None,
+        order_id=order_id,
+        result_code=callback.result_code if callback else None,
+        amount=callback.amount if callback else None,
+        body_sha256=receipt.body_sha256,
+        remote_addr=receipt.remote_addr,
+    )
+
+
+def apply_callback(callback: Callback, receipt: Receipt) -> Outcome:
     """Settle the order the callback names; a settled order is never changed again.
 
     Concurrent deliveries serialize on the row lock (PostgreSQL) and on the version check
     of the UPDATE (everywhere): the first settles the order, the rest find it settled.
     """
     try:
-        return _settle(callback)
+        return _settle(callback, receipt)
     except StaleDataError:
         db.session.rollback()  # another delivery settled it between our read and write
-        return _settle(callback)
+        return _settle(callback, receipt)
 
 
-def _settle(callback: Callback) -> Outcome:
+def _settle(callback: Callback, receipt: Receipt) -> Outcome:
     order = db.session.execute(
         db.select(Order).where(Order.order_number == callback.order_number).with_for_update()
     ).scalar_one_or_none()
     if order is None:
-        db.session.rollback()
+        record_rejection(receipt, "unknown order reference", callback)
         raise NotFound("unknown order reference")
 
     target, reason = callback.payment_status, None
@@ -67,11 +102,23 @@ def _settle(callback: Callback) -> Outcome:
         duplicate = (current["paymentStatus"], current["failureReason"]) == (target, reason)
         ignored = None if duplicate else f"order already {current['paymentStatus']}"
         log.info("callback for %s ignored: %s", current["orderNumber"], ignored or "duplicate")
+        db.session.add(
+            _event(
+                receipt,
+                "duplicate" if duplicate else "ignored",
+                ignored,
+                callback,
+                current["orderId"],
+            )
+        )
+        db.session.commit()
         return Outcome(current, changed=False, duplicate=duplicate, reason=ignored)
 
     order.settle(target, reason=reason)
     order.mpesa_receipt = callback.receipt
     order.checkout_request_id = callback.checkout_request_id
+    # In the settlement's own transaction: the audit never disagrees with the order.
+    db.session.add(_event(receipt, "accepted", reason, callback, order.id))
     db.session.commit()
 
     settled = order.to_json()

@@ -1,0 +1,276 @@
+"""Bad input and abuse: the audit trail, body limits, headers, CORS, rate and wait limits,
+and what responses and logs never contain. Real Redis and PostgreSQL."""
+
+import json
+import logging
+import time
+
+import gevent
+import requests
+
+from app.extensions import db
+from app.payments.models import PaymentEvent
+from tests import servers
+from tests.helpers import (
+    assert_error,
+    auth,
+    callback_body,
+    create_order,
+    order_body,
+    pay,
+    post_callback,
+    signature_for,
+)
+from tests.test_live import create
+
+
+def audit(app) -> list[tuple[str, str | None, str | None]]:
+    with app.app_context():
+        rows = db.session.execute(db.select(PaymentEvent).order_by(PaymentEvent.id)).scalars()
+        trail = [(e.outcome, e.reason, e.order_number) for e in rows]
+        db.session.remove()
+    return trail
+
+
+def clear_audit(app) -> None:
+    with app.app_context():
+        db.session.execute(db.delete(PaymentEvent))
+        db.session.commit()
+
+
+# -- the audit trail -------------------------------------------------------------------------
+
+
+def test_every_callback_is_recorded_with_its_outcome_and_reason(app, client):
+    clear_audit(app)
+    order = create_order(client)
+    number = order["orderNumber"]
+    body = callback_body(number)
+
+    assert post_callback(client, body).status_code == 200  # accepted
+    assert post_callback(client, body).status_code == 200  # duplicate
+    assert pay(client, order, result_code=1032).status_code == 200  # ignored: already paid
+    assert post_callback(client, body, secret="wrong").status_code == 401
+    bad = b"{not json"
+    assert (
+        client.post("/api/payhero/callback", data=bad, headers=signature_for(bad)).status_code
+        == 400
+    )
+    assert pay(client, {"orderNumber": "ORD-0-NOSUCH"}).status_code == 404
+
+    assert audit(app) == [
+        ("accepted", None, number),
+        ("duplicate", None, number),
+        ("ignored", "order already completed", number),
+        ("rejected", "missing or invalid signature", None),
+        ("rejected", "body is not valid JSON", None),
+        ("rejected", "unknown order reference", "ORD-0-NOSUCH"),
+    ]
+
+
+def test_an_amount_mismatch_is_audited_with_its_reason(app, client):
+    clear_audit(app)
+    order = create_order(client)
+    pay(client, order, amount=1)
+    assert audit(app) == [("accepted", "amount_mismatch", order["orderNumber"])]
+
+
+# -- bodies ----------------------------------------------------------------------------------
+
+
+def test_an_oversized_body_is_413_and_changes_nothing(app, client):
+    clear_audit(app)
+    order = create_order(client)
+    huge = json.dumps({**order_body(), "padding": "x" * 70_000}).encode()
+    response = client.post("/api/orders", data=huge, content_type="application/json")
+    assert_error(response, 413)
+
+    big_callback = callback_body(order["orderNumber"], Padding="x" * 70_000)
+    assert_error(post_callback(client, big_callback), 413)
+    got = client.get(f"/api/orders/{order['orderId']}", headers=auth(order)).get_json()
+    assert got["version"] == 1
+
+
+def test_a_callback_that_is_not_json_is_415_and_changes_nothing(client):
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+    headers = {**signature_for(body), "Content-Type": "text/plain"}
+    response = client.post("/api/payhero/callback", data=body, headers=headers)
+    assert "JSON" in assert_error(response, 415)
+    got = client.get(f"/api/orders/{order['orderId']}", headers=auth(order)).get_json()
+    assert got["version"] == 1
+
+
+def test_unknown_routes_and_methods_answer_json(client):
+    assert_error(client.get("/api/nothing-here"), 404)
+    assert_error(client.delete("/api/orders"), 405)
+
+
+# -- headers and CORS ------------------------------------------------------------------------
+
+
+def test_pages_carry_a_strict_content_security_policy(client):
+    for path in ("/checkout", "/admin", "/orders/00000000-0000-4000-8000-000000000000"):
+        response = client.get(path)
+        policy = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert b"<script>" not in response.data  # no inline script to allow
+    api = client.get("/healthz")
+    assert api.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_cors_only_for_configured_origins(make_app):
+    open_app = make_app(CORS_ORIGINS=["https://shop.example"]).test_client()
+    preflight = open_app.options(
+        "/api/orders",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Content-Type",
+        },
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    other = open_app.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+    closed = make_app().test_client()
+    response = closed.get("/api/orders/x", headers={"Origin": "https://shop.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+# -- rate and wait limits --------------------------------------------------------------------
+
+
+def test_order_creation_is_rate_limited_and_recovers(make_app):
+    client = make_app(ORDER_CREATE_RATE_LIMIT="3 per 2 seconds").test_client()
+    for _ in range(3):
+        assert client.post("/api/orders", json=order_body()).status_code == 201
+    refused = client.post("/api/orders", json=order_body())
+    assert_error(refused, 429)
+    assert int(refused.headers["Retry-After"]) >= 1
+    time.sleep(2.1)
+    assert client.post("/api/orders", json=order_body()).status_code == 201
+
+
+def test_order_rate_limit_holds_across_workers(live_server):
+    settings = {"ORDER_CREATE_RATE_LIMIT": "3 per minute"}
+    first, second = live_server(**settings), live_server(**settings)
+
+    def post(server):
+        return requests.post(server.url + "/api/orders", json=order_body(), timeout=5)
+
+    assert [post(s).status_code for s in (first, first, second)] == [201, 201, 201]
+    assert post(second).status_code == 429
+    assert post(first).status_code == 429
+
+
+def test_order_rate_limit_falls_back_to_memory_without_redis(make_app):
+    dead = f"redis://127.0.0.1:{servers.free_port()}/0"
+    client = make_app(REDIS_URL=dead, ORDER_CREATE_RATE_LIMIT="2 per minute").test_client()
+    assert [client.post("/api/orders", json=order_body()).status_code for _ in range(3)] == [
+        201,
+        201,
+        429,
+    ]
+
+
+def hold(client, order, timeout_ms=5000):
+    return gevent.spawn(
+        client.get,
+        f"/api/orders/{order['orderId']}/wait?timeout={timeout_ms}&since=1",
+        headers=auth(order),
+    )
+
+
+def test_held_waits_are_limited_per_order_with_retry_after(make_app):
+    app = make_app(WAITS_PER_ORDER=2)
+    client = app.test_client()
+    order = create_order(client)
+    held = [hold(client, order) for _ in range(2)]
+    servers.eventually(lambda: app.extensions["hub"].parked == 2, 5, "two waits held")
+
+    refused = client.get(
+        f"/api/orders/{order['orderId']}/wait?timeout=5000&since=1", headers=auth(order)
+    )
+    assert "this order" in assert_error(refused, 429)
+    assert int(refused.headers["Retry-After"]) > 0
+    # Answers that do not block need no slot.
+    assert (
+        client.get(
+            f"/api/orders/{order['orderId']}/wait?timeout=0&since=0", headers=auth(order)
+        ).status_code
+        == 200
+    )
+
+    pay(client, order)
+    assert all(g.get(timeout=5).status_code == 200 for g in held)
+    assert hold(client, create_order(client), timeout_ms=100).get(timeout=5).status_code == 200
+    again = client.get(
+        f"/api/orders/{order['orderId']}/wait?timeout=100&since=2", headers=auth(order)
+    )
+    assert again.status_code == 200  # the slots were given back
+
+
+def test_held_waits_are_limited_per_client_address(make_app):
+    app = make_app(WAITS_PER_CLIENT=2)
+    client = app.test_client()
+    orders = [create_order(client) for _ in range(3)]
+    held = [hold(client, o) for o in orders[:2]]
+    servers.eventually(lambda: app.extensions["hub"].parked == 2, 5, "two waits held")
+    refused = client.get(
+        f"/api/orders/{orders[2]['orderId']}/wait?timeout=5000&since=1", headers=auth(orders[2])
+    )
+    assert "this address" in assert_error(refused, 429)
+    for order in orders[:2]:
+        pay(client, order)
+    gevent.joinall(held, timeout=5)
+
+
+def test_waits_without_the_token_take_no_slot(make_app):
+    app = make_app(WAITS_PER_ORDER=1)
+    client = app.test_client()
+    order = create_order(client)
+    for _ in range(5):
+        response = client.get(
+            f"/api/orders/{order['orderId']}/wait?timeout=2000&since=1",
+            headers={"Authorization": "Bearer forged"},
+        )
+        assert response.status_code == 404
+    held = hold(client, order)
+    servers.eventually(lambda: app.extensions["hub"].parked == 1, 5, "the owner's wait held")
+    pay(client, order)
+    assert held.get(timeout=5).get_json()["paymentStatus"] == "completed"
+
+
+# -- privacy ---------------------------------------------------------------------------------
+
+
+def test_no_token_secret_or_email_in_responses_or_logs(app, client, caplog):
+    caplog.set_level(logging.DEBUG)
+    order = create_order(client)
+    token, email = order["accessToken"], order["customer"]["email"]
+    wait = client.get(f"/api/orders/{order['orderId']}/wait?timeout=0&since=0", headers=auth(order))
+    paid = pay(client, order)
+    shown = client.get(f"/api/orders/{order['orderId']}", headers=auth(order))
+
+    for response in (wait, paid, shown):
+        text = response.get_data(as_text=True)
+        assert token not in text
+        assert app.config["WEBHOOK_SECRET"] not in text
+    assert "accessToken" not in shown.get_json() and "accessToken" not in wait.get_json()
+    assert token not in caplog.text and email not in caplog.text
+
+
+def test_live_gunicorn_logs_no_token_or_email(live_server):
+    server = live_server()
+    order = create(server)
+    requests.get(
+        f"{server.url}/api/orders/{order['orderId']}",
+        headers={"Authorization": f"Bearer {order['accessToken']}"},
+        timeout=5,
+    )
+    output = server.output()
+    assert order["accessToken"] not in output and order["customer"]["email"] not in output
