@@ -1,11 +1,23 @@
 """Small validators shared by the features: each raises ValidationError naming the field."""
 
+import json
 import re
 from decimal import Decimal, InvalidOperation
 
 from app.errors import ValidationError
 
 _INTEGER = re.compile(r"-?\d{1,12}")
+# NUL and other control characters, and lone surrogates: no database stores them as text.
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def parse_json(raw: bytes):
+    """A request body as JSON; anything unreadable (even nested past recursion) is a 400."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationError("body is not valid JSON") from None
 
 
 def json_object(payload) -> dict:
@@ -24,6 +36,8 @@ def text(value, label: str, *, max_len: int, pattern: re.Pattern | None = None) 
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"{label} must be a non-empty string")
     value = value.strip()
+    if _UNSTORABLE.search(value):
+        raise ValidationError(f"{label} contains characters that are not allowed")
     if len(value) > max_len:
         raise ValidationError(f"{label} must be at most {max_len} characters")
     if pattern is not None and not pattern.fullmatch(value):

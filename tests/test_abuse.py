@@ -274,3 +274,15 @@ def test_live_gunicorn_logs_no_token_or_email(live_server):
     )
     output = server.output()
     assert order["accessToken"] not in output and order["customer"]["email"] not in output
+
+
+def test_webhook_counters_count_each_callback_once(make_app, redis_client):
+    app = make_app(ADMIN_TOKENS=["admin"])
+    client = app.test_client()
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+    post_callback(client, body)  # accepted
+    post_callback(client, body)  # duplicate
+    post_callback(client, body, secret="wrong")  # rejected
+    stats = client.post("/api/admin/stats/refresh", headers={"Authorization": "Bearer admin"})
+    assert stats.get_json()["webhooks"] == {"received": 3, "duplicated": 1, "rejected": 1}

@@ -41,13 +41,11 @@ def init_app(app) -> None:
     def on_order_changed(_sender, **_):
         trigger.changed()
 
+    counters = {"received": "received", "duplicate": "duplicated", "rejected": "rejected"}
+
     def on_callback(_sender, outcome: str):
-        fields = (
-            ["received"]
-            + (["duplicated"] if outcome == "duplicate" else [])
-            + (["rejected"] if outcome == "rejected" else [])
-        )
-        publisher.submit(*(Increment(WEBHOOKS_KEY, field) for field in fields))
+        # Queued on the publisher in order: "received" goes out before the trigger.
+        publisher.submit(Increment(WEBHOOKS_KEY, counters[outcome]))
 
     # weak=False: the receivers are closures that nothing else holds.
     order_changed.connect(on_order_changed, sender=app, weak=False)

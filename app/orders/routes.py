@@ -4,6 +4,7 @@ from flask import current_app, jsonify, request
 
 from app.ratelimit import limiter, order_creation_limit, order_creation_unlimited
 from app.realtime import sse
+from app.validation import parse_json
 
 from . import bp, services
 from .access import token_from_request
@@ -13,7 +14,7 @@ from .schemas import parse_new_order, parse_wait
 @bp.post("")
 @limiter.limit(order_creation_limit, exempt_when=order_creation_unlimited)
 def create():
-    order, token = services.create_order(parse_new_order(request.get_json(silent=True)))
+    order, token = services.create_order(parse_new_order(parse_json(request.get_data())))
     return jsonify({**order.to_json(), "accessToken": token}), 201
 
 

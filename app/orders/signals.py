@@ -11,5 +11,6 @@ _signals = Namespace()
 # Sent after every committed order change, with `order` (the order JSON).
 order_changed = _signals.signal("order-changed")
 
-# Sent for every provider callback, with `outcome`: "accepted", "duplicate" or "rejected".
+# Sent for every provider callback with `outcome="received"` as it arrives, then again with
+# "duplicate" or "rejected" when it turns out to be one.
 callback_received = _signals.signal("callback-received")

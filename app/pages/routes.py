@@ -26,12 +26,9 @@ def order(order_id: str):
 
 @bp.get("/admin")
 def admin():
-    return render_template(
-        "admin.html", reconnect_ms=current_app.config["ADMIN_PAGE_RECONNECT_MS"]
-    )
+    return render_template("admin.html", reconnect_ms=current_app.config["ADMIN_PAGE_RECONNECT_MS"])
 
 
 @bp.get("/favicon.ico")
 def favicon():
-    return send_from_directory(current_app.static_folder, "favicon.svg",
-                               mimetype="image/svg+xml")
+    return send_from_directory(current_app.static_folder, "favicon.svg", mimetype="image/svg+xml")

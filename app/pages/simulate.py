@@ -24,27 +24,32 @@ RESULT_CODES = {"success": 0, "cancel": 1032, "fail": 2001}
 @bp.post("/api/dev/orders/<order_id>/simulate")
 def simulate(order_id: str):
     order = orders.authorize(order_id, token_from_request(request)).to_json()
-    outcome = (request.get_json(silent=True) or {}).get("outcome")
+    payload = request.get_json(silent=True)
+    outcome = payload.get("outcome") if isinstance(payload, dict) else None
     if outcome not in RESULT_CODES:
         raise ValidationError(f"outcome must be one of {', '.join(RESULT_CODES)}")
-    body = json.dumps({
-        "status": True,
-        "response": {
-            "Amount": order["totalAmount"],
-            "CheckoutRequestID": "ws_CO_simulated",
-            "ExternalReference": order["orderNumber"],
-            "MpesaReceiptNumber": "SIM" + order["orderId"][:7].upper(),
-            "ResultCode": RESULT_CODES[outcome],
-            "ResultDesc": f"simulated {outcome}",
-            "Status": "Success" if outcome == "success" else "Failed",
-        },
-    }).encode()
+    body = json.dumps(
+        {
+            "status": True,
+            "response": {
+                "Amount": order["totalAmount"],
+                "CheckoutRequestID": "ws_CO_simulated",
+                "ExternalReference": order["orderNumber"],
+                "MpesaReceiptNumber": "SIM" + order["orderId"][:7].upper(),
+                "ResultCode": RESULT_CODES[outcome],
+                "ResultDesc": f"simulated {outcome}",
+                "Status": "Success" if outcome == "success" else "Failed",
+            },
+        }
+    ).encode()
     callback = urllib.request.Request(
         request.host_url + "api/payhero/callback",
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json",
-                 "X-Webhook-Signature": sign(body, current_app.config["WEBHOOK_SECRET"])},
+        headers={
+            "Content-Type": "application/json",
+            "X-Webhook-Signature": sign(body, current_app.config["WEBHOOK_SECRET"]),
+        },
     )
     try:
         with urllib.request.urlopen(callback, timeout=10) as answer:

@@ -1,12 +1,12 @@
 """The provider's webhook endpoint."""
 
 import hashlib
-import json
 
 from flask import current_app, jsonify, request
 
 from app.errors import NotFound, Unauthorized, ValidationError
 from app.orders.signals import callback_received
+from app.validation import parse_json
 
 from . import bp, services, signature
 from .schemas import parse_callback
@@ -17,12 +17,15 @@ def callback():
     app = current_app._get_current_object()
     body = request.get_data(cache=False)
     receipt = services.Receipt(hashlib.sha256(body).hexdigest(), request.remote_addr)
+    # Counted before the order changes, so it is counted before the change is announced.
+    callback_received.send(app, outcome="received")
     try:
         outcome = _apply(body, receipt)
     except (Unauthorized, ValidationError, NotFound):
         callback_received.send(app, outcome="rejected")
         raise
-    callback_received.send(app, outcome="duplicate" if outcome.duplicate else "accepted")
+    if outcome.duplicate:
+        callback_received.send(app, outcome="duplicate")
     return jsonify(outcome.to_json())
 
 
@@ -33,12 +36,8 @@ def _apply(body: bytes, receipt: services.Receipt) -> services.Outcome:
         services.record_rejection(receipt, "missing or invalid signature")
         raise Unauthorized("missing or invalid webhook signature")
     try:
-        payload = json.loads(body)
-        callback = parse_callback(payload)
+        callback = parse_callback(parse_json(body))
     except ValidationError as error:
         services.record_rejection(receipt, error.message)
         raise
-    except ValueError:
-        services.record_rejection(receipt, "body is not valid JSON")
-        raise ValidationError("body is not valid JSON") from None
     return services.apply_callback(callback, receipt)

@@ -43,7 +43,7 @@ def parse_callback(payload) -> Callback:
     # Providers send the code as a number or as a numeric string.
     if isinstance(code, str) and NUMERIC.fullmatch(code.strip()):
         code = int(code)
-    result_code = v.integer(code, "response.ResultCode")
+    result_code = v.integer(code, "response.ResultCode", minimum=v.INT32[0], maximum=v.INT32[1])
     amount = response.get("Amount")
     if amount is None and result_code == 0:
         raise v.ValidationError("response.Amount is required for a successful payment")
