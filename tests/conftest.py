@@ -84,6 +84,7 @@ def make_app(pg_url, redis_client, redis_url):
     yield build
     for app in apps:
         app.extensions["hub"].stop()
+        app.extensions["admin.trigger"].stop()  # a pending trailing announcement included
         app.extensions["publisher"].stop()
         app.extensions["redis"].connection_pool.disconnect()
         with app.app_context():

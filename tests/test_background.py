@@ -96,3 +96,12 @@ def test_a_crashed_leaseholder_is_replaced_within_its_lease(redis_client):
         eventually(lambda: ran, 2, "the successor after the lease expired")
     finally:
         successor.stop()
+
+
+def test_a_stopped_trigger_announces_nothing_more():
+    trigger, announced = make_trigger(0.0, trailing_delay=0.1)
+    trigger.changed()  # schedules a trailing announcement
+    trigger.stop()
+    trigger.changed()
+    gevent.sleep(0.3)
+    assert announced == []

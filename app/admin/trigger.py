@@ -34,16 +34,26 @@ class StatsTrigger:
         self._last = float("-inf")
         self._unannounced = False
         self._trailing: gevent.Greenlet | None = None
+        self._stopped = False
         self.announcements = 0
 
     def changed(self) -> None:
         """An order changed."""
+        if self._stopped:
+            return
         self._unannounced = True
         now = time.monotonic()
         if self._chance() < self.sample_rate and now - self._last >= self.min_interval:
             self._fire(now)
         elif self._trailing is None:
             self._trailing = gevent.spawn_later(self.trailing_delay, self._trail)
+
+    def stop(self) -> None:
+        """Announce nothing more, not even a pending trailing announcement."""
+        self._stopped = True
+        if self._trailing is not None:
+            self._trailing.kill()
+            self._trailing = None
 
     def _trail(self) -> None:
         self._trailing = None

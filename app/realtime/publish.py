@@ -88,6 +88,7 @@ class Publisher:
         self._on_failure = on_failure
         self._queue: SimpleQueue = SimpleQueue()
         self._greenlet: gevent.Greenlet | None = None
+        self._stopped = False
 
     def send(self, *operations: Operation) -> bool:
         """Send one event's operations, in order, with others; block until the batch was sent.
@@ -96,6 +97,8 @@ class Publisher:
         committed, so the database stays the truth and waiters catch up through the hub's
         database poll.
         """
+        if self._stopped:
+            return False
         self._ensure_running()
         done = AsyncResult()
         self._queue.put((operations, done))
@@ -107,11 +110,15 @@ class Publisher:
 
     def submit(self, *operations: Operation) -> None:
         """Queue operations and return at once: for what no caller needs confirmed."""
+        if self._stopped:
+            return
         self._ensure_running()
         done = AsyncResult()
         self._queue.put((operations, done))
 
     def stop(self) -> None:
+        """Stop for good: what is queued is dropped, what comes later is refused."""
+        self._stopped = True
         if self._greenlet is not None:
             self._greenlet.kill()
             self._greenlet = None
