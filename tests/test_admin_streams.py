@@ -6,21 +6,19 @@ test makes is bounded by a timeout; the streams a test opens are closed when it 
 orders table is shared by the whole run, so statistics are compared as differences.
 """
 
-import codecs
 import json
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 
 import gevent
 import pytest
 import redis
 import requests
-from gevent.queue import Empty, Queue
 
 from tests import servers
 from tests.conftest import REDIS_URL
+from tests.sse import Frame, SseStream
 from tests.test_live import create, parked, pay, wait
 
 ADMIN = "admin-1"
@@ -49,131 +47,6 @@ STATS_FIELDS = {
 
 
 # -- a small SSE client ------------------------------------------------------------------------
-
-
-@dataclass
-class Frame:
-    """One SSE block: the lines up to a blank line, and when it arrived."""
-
-    event: str | None = None
-    id: str | None = None
-    data_lines: list[str] = field(default_factory=list)
-    comments: list[str] = field(default_factory=list)
-    at: float = 0.0
-
-    @property
-    def data(self) -> str | None:
-        return "\n".join(self.data_lines) if self.data_lines else None
-
-    def json(self) -> dict:
-        return json.loads(self.data)
-
-    @property
-    def is_event(self) -> bool:
-        return self.data is not None
-
-    @property
-    def is_heartbeat(self) -> bool:
-        return not self.is_event and "heartbeat" in self.comments
-
-
-CLOSED = "<stream closed>"
-
-
-def parse_line(frame: Frame, line: str) -> None:
-    """Apply one non-blank line to the frame being built (the SSE field grammar)."""
-    if line.startswith(":"):
-        frame.comments.append(line[1:].strip())
-        return
-    name, _, value = line.partition(":")
-    if value.startswith(" "):
-        value = value[1:]
-    if name == "event":
-        frame.event = value
-    elif name == "id":
-        frame.id = value
-    elif name == "data":
-        frame.data_lines.append(value)
-
-
-class SseStream:
-    """A streamed GET read by a greenlet when the server answers with a stream: frames (then
-    CLOSED) land in a queue. Any other answer is read at once and kept in `response`."""
-
-    def __init__(self, url: str, *, headers=None, params=None):
-        self.session = requests.Session()
-        # The read timeout bounds every socket read; heartbeats come far more often.
-        self.response = self.session.get(
-            url, headers=headers, params=params, stream=True, timeout=(5, 10)
-        )
-        self.frames: Queue = Queue()
-        self.error: Exception | None = None
-        self._reader = None
-        if self.is_stream:
-            self._reader = gevent.spawn(self._read)
-        else:
-            self.response.content  # noqa: B018  (read the whole error body now)
-
-    @property
-    def is_stream(self) -> bool:
-        content_type = self.response.headers.get("Content-Type", "")
-        return self.response.status_code == 200 and content_type.startswith("text/event-stream")
-
-    def _read(self) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        buffer, frame = "", Frame()
-        try:
-            for chunk in self.response.iter_content(chunk_size=None):
-                buffer += decoder.decode(chunk)
-                while "\n" in buffer:
-                    line, buffer = buffer.split("\n", 1)
-                    line = line.rstrip("\r")
-                    if line:
-                        parse_line(frame, line)
-                    elif frame != Frame():
-                        frame.at = time.monotonic()
-                        self.frames.put(frame)
-                        frame = Frame()
-        except (requests.RequestException, OSError) as exc:
-            self.error = exc
-        finally:
-            self.frames.put(CLOSED)
-
-    def next(self, timeout: float):
-        """The next frame or CLOSED; fails the test after `timeout` seconds."""
-        try:
-            return self.frames.get(timeout=max(timeout, 0.001))
-        except Empty:
-            raise AssertionError(f"no frame within {timeout:.2f}s") from None
-
-    def next_event(self, timeout: float) -> Frame:
-        """The next event frame (heartbeats skipped) within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            frame = self.next(deadline - time.monotonic())
-            assert frame is not CLOSED, f"stream closed ({self.error}) while waiting for an event"
-            if frame.is_event:
-                return frame
-
-    def frames_for(self, seconds: float) -> list[Frame]:
-        """Every frame that arrives in the next `seconds` (the stream must stay open)."""
-        deadline = time.monotonic() + seconds
-        frames = []
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                frame = self.frames.get(timeout=remaining)
-            except Empty:
-                break
-            assert frame is not CLOSED, f"stream closed ({self.error}); got {frames}"
-            frames.append(frame)
-        return frames
-
-    def close(self) -> None:
-        # Stop the reader first: closing a response another greenlet is reading is an error.
-        if self._reader is not None:
-            self._reader.kill(timeout=5)
-        self.response.close()
-        self.session.close()
 
 
 @pytest.fixture

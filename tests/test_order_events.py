@@ -4,136 +4,18 @@ Every stream is read by a greenlet of its own that parses frames into a queue, s
 test makes is bounded by a timeout; the streams a test opens are closed when it ends.
 """
 
-import codecs
-import json
 import time
-from dataclasses import dataclass, field
 
-import gevent
 import pytest
 import requests
-from gevent.queue import Empty, Queue
 
 from tests import servers
+from tests.sse import CLOSED, SseStream
 from tests.test_live import create, pay
 
 HEARTBEAT = 0.5  # SSE_HEARTBEAT_INTERVAL of the servers below, in seconds
 SLACK = 2.0  # scheduling, gunicorn and loopback, generously
 POLL_INTERVAL = 0.3  # FALLBACK_DB_POLL_INTERVAL for the Redis-down test
-
-
-@dataclass
-class Frame:
-    """One SSE block: the lines up to a blank line."""
-
-    event: str | None = None
-    id: str | None = None
-    data_lines: list[str] = field(default_factory=list)
-    comments: list[str] = field(default_factory=list)
-
-    @property
-    def data(self) -> str | None:
-        return "\n".join(self.data_lines) if self.data_lines else None
-
-    def json(self) -> dict:
-        return json.loads(self.data)
-
-    @property
-    def is_event(self) -> bool:
-        return self.data is not None
-
-    @property
-    def is_heartbeat(self) -> bool:
-        return not self.is_event and "heartbeat" in self.comments
-
-
-CLOSED = "<stream closed>"
-
-
-def parse_line(frame: Frame, line: str) -> None:
-    """Apply one non-blank line to the frame being built (the SSE field grammar)."""
-    if line.startswith(":"):
-        frame.comments.append(line[1:].strip())
-        return
-    name, _, value = line.partition(":")
-    if value.startswith(" "):
-        value = value[1:]
-    if name == "event":
-        frame.event = value
-    elif name == "id":
-        frame.id = value
-    elif name == "data":
-        frame.data_lines.append(value)
-
-
-class SseStream:
-    """A streamed GET read by a greenlet: frames (then CLOSED) land in a queue."""
-
-    def __init__(self, url: str, *, headers=None, params=None):
-        self.session = requests.Session()
-        # The read timeout bounds every socket read; heartbeats come far more often.
-        self.response = self.session.get(
-            url, headers=headers, params=params, stream=True, timeout=(5, 10)
-        )
-        self.frames: Queue = Queue()
-        self.error: Exception | None = None
-        self._reader = gevent.spawn(self._read)
-
-    def _read(self) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        buffer, frame = "", Frame()
-        try:
-            for chunk in self.response.iter_content(chunk_size=None):
-                buffer += decoder.decode(chunk)
-                while "\n" in buffer:
-                    line, buffer = buffer.split("\n", 1)
-                    line = line.rstrip("\r")
-                    if line:
-                        parse_line(frame, line)
-                    elif frame != Frame():
-                        self.frames.put(frame)
-                        frame = Frame()
-        except (requests.RequestException, OSError) as exc:
-            self.error = exc
-        finally:
-            self.frames.put(CLOSED)
-
-    def next(self, timeout: float):
-        """The next frame or CLOSED; fails the test after `timeout` seconds."""
-        try:
-            return self.frames.get(timeout=timeout)
-        except Empty:
-            raise AssertionError(f"no frame within {timeout}s") from None
-
-    def next_event(self, timeout: float):
-        """The next event frame (heartbeats skipped) or CLOSED, within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            frame = self.next(max(deadline - time.monotonic(), 0.001))
-            if frame is CLOSED or frame.is_event:
-                return frame
-
-    def rest(self, timeout: float) -> list[Frame]:
-        """Every frame until the server ends the stream; fails if it has not after `timeout`."""
-        deadline = time.monotonic() + timeout
-        frames = []
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"stream still open after {timeout}s; got {frames}")
-            try:
-                frame = self.frames.get(timeout=remaining)
-            except Empty:
-                continue
-            if frame is CLOSED:
-                return frames
-            frames.append(frame)
-
-    def close(self) -> None:
-        # Stop the reader first: closing a response another greenlet is reading is an error.
-        self._reader.kill(timeout=5)
-        self.response.close()
-        self.session.close()
 
 
 @pytest.fixture
