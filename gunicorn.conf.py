@@ -2,6 +2,7 @@
 
 import gc
 import os
+import signal
 
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -12,7 +13,9 @@ worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "12000"))
 # catches a worker whose loop is stuck. Kept above the longest wait all the same.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "150"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-keepalive = 75  # above common load-balancer idle timeouts
+# Seconds an idle keep-alive connection stays open. Short, because a stopping worker waits
+# for idle connections too; a long poll's next request simply opens a new one.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 control_socket_disable = True
 accesslog = os.environ.get("ACCESS_LOG")  # off unless asked: one line per poll adds up
 
@@ -26,3 +29,24 @@ def post_worker_init(worker):
     # lives as long as the worker. Freezing it keeps full collections from scanning it
     # again and again: they stalled every held request for about 100 ms under load.
     gc.freeze()
+    drain_on_sigterm(worker)
+
+
+def drain_on_sigterm(worker):
+    """On SIGTERM (stop, HUP/USR2 reloads), answer held waits and end streams at once, then
+    let gunicorn stop the worker as usual: clients get an answer, not a reset connection."""
+    import gevent
+
+    gunicorn_exit = signal.getsignal(signal.SIGTERM)
+    shutdown = worker.wsgi.extensions["shutdown"]
+
+    def drain():
+        for stop in shutdown:
+            stop()
+
+    def on_sigterm(signum, frame):
+        gevent.spawn(drain)  # a signal handler must not block or switch greenlets
+        gunicorn_exit(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: no interrupted calls

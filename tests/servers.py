@@ -230,8 +230,16 @@ class LiveServer:
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
 
+    def terminate(self, timeout: float = 30) -> float:
+        """Graceful stop, as a deployment does it (SIGTERM to the master); returns seconds
+        until the master exited."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout)
+        return time.monotonic() - started
+
     def stop(self) -> None:
-        """Quick shutdown (SIGQUIT): SIGTERM would wait for idle keep-alive connections."""
+        """Quick shutdown (SIGQUIT), for tests that are not about shutting down."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGQUIT)
             try:

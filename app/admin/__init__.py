@@ -53,3 +53,5 @@ def init_app(app) -> None:
 
     jobs = ext["admin.services"] = background.build_services(app, source)
     ext["background"].extend(job.start for job in jobs)
+    # Give the leases back at once: another worker takes the jobs over without waiting.
+    ext["shutdown"].extend(job.stop for job in jobs)

@@ -14,6 +14,7 @@ import gevent
 from gevent.event import Event
 
 from app.realtime import Hub
+from app.realtime.hub import SHUTDOWN
 from app.realtime.signals import Broadcast, Follower
 
 from .stats import TRIGGER_CHANNEL, StatsSource
@@ -66,6 +67,9 @@ class StatsFeed:
 
     def _on_trigger(self, delivery) -> None:
         # In the hub's greenlet: note it and wake the feed, nothing more.
+        if delivery.source == SHUTDOWN:
+            self._broadcast.send(None)  # every stream of the feed ends
+            return
         try:
             self._trigger_at = float(delivery.data)
         except ValueError:

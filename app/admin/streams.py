@@ -13,6 +13,7 @@ from gevent.queue import Empty, Queue
 from app.errors import TooManyRequests
 from app.realtime import current_hub, sse
 from app.realtime.connections import WORKER_ID, Connection
+from app.realtime.hub import SHUTDOWN
 
 from . import background
 
@@ -62,6 +63,8 @@ def stats_frames(token: str, lease: str, last_id: int) -> callable:
                 if not fired:
                     yield sse.HEARTBEAT
                     continue
+                if stats is None:
+                    return  # the worker is stopping; EventSource reconnects elsewhere
                 event_id += 1
                 connection.last_status = stats["mode"]
                 yield sse.event(stats, name="sync", event_id=event_id)
@@ -91,6 +94,8 @@ def status_frames(token: str, lease: str, last_id: int) -> callable:
                     yield sse.HEARTBEAT
                     continue
                 keeper.renew()
+                if delivery.source == SHUTDOWN:
+                    return
                 entry = json.loads(delivery.data)
                 event_id += 1
                 connection.last_status = f"{entry['service']}: {entry['status']}"

@@ -23,6 +23,7 @@ from app.errors import (
 from app.extensions import db
 from app.realtime import Watch, current_hub, registry, sse
 from app.realtime.connections import Connection
+from app.realtime.hub import SHUTDOWN
 from app.validation import integer_param
 
 from . import events
@@ -149,10 +150,14 @@ def _wait(hub, order_id: str, token: str, since: int | None, deadline: float, cl
         if _is_news(current, since):
             return _answer(current, since, source)
 
+        source = "timeout"
         with _held_wait_slots(client, order_id):
-            while (remaining := deadline - time.monotonic()) > 0:
+            while not hub.closing and (remaining := deadline - time.monotonic()) > 0:
                 delivery = watch.next(remaining)
                 if delivery is None:
+                    break
+                if delivery.source == SHUTDOWN:
+                    source = SHUTDOWN  # answer now: the client asks again on another worker
                     break
                 published = json.loads(delivery.data)
                 if _is_news(published, since):
@@ -160,7 +165,7 @@ def _wait(hub, order_id: str, token: str, since: int | None, deadline: float, cl
 
     # Timed out: the database is the truth, read it once more (or keep what we know).
     final, _ = _current_order(order_id, token, current)
-    return _answer(final, since, "timeout")
+    return _answer(final, since, source)
 
 
 def order_event_stream(
@@ -216,6 +221,8 @@ def order_event_stream(
             if delivery is None:
                 yield sse.HEARTBEAT
                 continue
+            if delivery.source == SHUTDOWN:
+                return  # the browser reconnects elsewhere with its Last-Event-ID
             state = json.loads(delivery.data)
             yield from newer(state)
 

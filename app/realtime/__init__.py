@@ -56,7 +56,9 @@ def init_app(app) -> None:
         LeaseLimiter(client, cfg["WAITS_PER_CLIENT"], wait_lease, "limit:waits:client:"),
         LeaseLimiter(client, cfg["WAITS_PER_ORDER"], wait_lease, "limit:waits:order:"),
     )
+    # What the server starts in each worker, and what it stops when the worker is told to.
     app.extensions["background"] = [hub.start, app.extensions["presence"].start]
+    app.extensions["shutdown"] = [hub.drain]
 
 
 def current_hub() -> Hub:

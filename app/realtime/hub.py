@@ -44,10 +44,15 @@ _CONFIRMATION_KIND = {"subscribe": CHANNEL, "psubscribe": PATTERN}
 PollSource = Callable[[list[str]], dict[str, tuple[int, str]]]
 
 
+SHUTDOWN = "shutdown"
+
+
 class Delivery(NamedTuple):
     channel: str
     data: str
-    source: str  # "redis" (pub/sub) or "poll" (database poll while Redis is away)
+    # "redis" (pub/sub), "poll" (database poll while Redis is away) or SHUTDOWN (the worker
+    # is stopping: stop waiting, answer with what you have)
+    source: str
 
 
 class _Subscription:
@@ -168,6 +173,7 @@ class Hub:
         self._poll_due = Event()  # wakes the poller before its interval is up
         self._recheck_pending = False  # a forced re-read is owed since the last reconnect
         self.parked = 0  # waiters blocked in Watch.next right now
+        self.closing = False  # the worker is shutting down: nothing may block any more
         self.connected = False
         self.redis_down = False  # True once a connection attempt failed, until one succeeds
         self._first_attempt = Event()  # set after the first connection attempt, either way
@@ -189,6 +195,13 @@ class Hub:
         gevent.killall([g for g in (self._reader, self._poller) if g is not None])
         self._reader = self._poller = None
         self._mark_disconnected()
+
+    def drain(self) -> None:
+        """The worker is stopping: wake every waiter and handler with a `shutdown` delivery,
+        so held waits answer with the current state and streams end cleanly."""
+        self.closing = True
+        for sub in list(self._subs.values()):
+            self._deliver(sub, sub.name, "", SHUTDOWN)
 
     def request_poll(self) -> None:
         """Read the watched channels from the database soon, even while connected.
