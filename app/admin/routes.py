@@ -31,20 +31,20 @@ def refresh():
 
 @bp.get("/admin/stats/stream")
 def stats_stream():
-    token = require_admin(request)
-    last_id = _last_id()
-    lease, release = streams.open_stream(token)
-    frames = streams.stats_frames(token, lease, last_id)
-    return sse.serve("sse:stats", "admin:stats", frames, release=release)
+    return _admin_stream("sse:stats", "admin:stats", streams.stats_frames)
 
 
 @bp.get("/services/status/stream")
 def services_stream():
+    return _admin_stream("sse:services", "service:*", streams.status_frames)
+
+
+def _admin_stream(kind: str, key: str, frames_for):
+    """An admin SSE stream: token checked, one of its stream slots taken, given back at end."""
     token = require_admin(request)
     last_id = _last_id()
     lease, release = streams.open_stream(token)
-    frames = streams.status_frames(token, lease, last_id)
-    return sse.serve("sse:services", "service:*", frames, release=release)
+    return sse.serve(kind, key, frames_for(token, lease, last_id), release=release)
 
 
 @bp.get("/realtime/stats")
