@@ -11,12 +11,9 @@ limiter = Limiter(key_func=get_remote_address)
 def init_app(app) -> None:
     cfg = app.config
     cfg.setdefault("RATELIMIT_STORAGE_URI", cfg["REDIS_URL"])
+    # The app's own bounded pool: rate checks add no Redis connection to the worker's few.
     cfg.setdefault(
-        "RATELIMIT_STORAGE_OPTIONS",
-        {
-            "socket_connect_timeout": cfg["REDIS_CONNECT_TIMEOUT"],
-            "socket_timeout": cfg["REDIS_SOCKET_TIMEOUT"],
-        },
+        "RATELIMIT_STORAGE_OPTIONS", {"connection_pool": app.extensions["redis"].connection_pool}
     )
     cfg.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     cfg.setdefault("RATELIMIT_HEADERS_ENABLED", True)
