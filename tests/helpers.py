@@ -60,3 +60,12 @@ def assert_error(response, status: int) -> str:
     assert body["success"] is False
     assert isinstance(body["error"], str) and body["error"].strip()
     return body["error"]
+
+
+def assert_json_error(response, status: int) -> None:
+    """The same, for a response from a live server (requests)."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert body["success"] is False
+    assert isinstance(body["error"], str) and body["error"].strip()

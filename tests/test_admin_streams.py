@@ -18,6 +18,7 @@ import requests
 
 from tests import servers
 from tests.conftest import REDIS_URL
+from tests.helpers import assert_json_error
 from tests.sse import Frame, SseStream
 from tests.test_live import create, parked, pay, wait
 
@@ -111,14 +112,6 @@ def realtime_stats(server, token=ADMIN) -> dict:
     response = admin_request(server, "GET", "/api/realtime/stats", token)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def assert_json_error(response: requests.Response, status: int) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json"), response.headers
-    body = response.json()
-    assert body["success"] is False
-    assert isinstance(body["error"], str) and body["error"].strip()
 
 
 def assert_refused(stream: SseStream, status: int) -> None:

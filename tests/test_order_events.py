@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tests import servers
+from tests.helpers import assert_json_error
 from tests.sse import CLOSED, SseStream
 from tests.test_live import create, pay
 
@@ -198,13 +199,6 @@ def test_errors_are_plain_json_not_streams(live_server, redis_client):
 
     def get(url, headers=None, params=None) -> requests.Response:
         return requests.get(url, headers=headers, params=params, timeout=5)
-
-    def assert_json_error(response: requests.Response, status: int) -> None:
-        assert response.status_code == status, response.text
-        assert response.headers["Content-Type"].startswith("application/json"), response.headers
-        body = response.json()
-        assert body["success"] is False
-        assert isinstance(body["error"], str) and body["error"].strip()
 
     bearer = {"Authorization": f"Bearer {order['accessToken']}"}
     assert_json_error(get(url), 401)
