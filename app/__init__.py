@@ -1,6 +1,5 @@
 """The application factory."""
 
-import logging
 import os
 
 from flask import Flask
@@ -22,11 +21,9 @@ def create_app(config_class: type = Config, **overrides) -> Flask:
 
 
 def configure_logging(app: Flask) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin chatter at import
+    from app import logs
+
+    logs.configure(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
 
 
 def configure_database_url(app: Flask) -> None:
@@ -83,7 +80,7 @@ def _sqlite_wal(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app import admin, health, openapi, orders, pages, payments, simulator
+    from app import admin, health, metrics, openapi, orders, pages, payments, simulator
 
     orders.init_app(app)
     payments.init_app(app)
@@ -91,6 +88,7 @@ def register_blueprints(app: Flask) -> None:
     pages.init_app(app)
     simulator.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     openapi.init_app(app)
 
 

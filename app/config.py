@@ -25,6 +25,14 @@ def normalize_database_url(url: str) -> str:
 class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY", "change-me")
 
+    LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")  # "text" or "json" (one object a line)
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    # Proxies in front that set X-Forwarded-For (nginx: 1). The client address of the limits
+    # is read from that header only when this is set: anyone can send it.
+    PROXY_FIX_X_FOR = _int("PROXY_FIX_X_FOR", 0)
+    # Seconds each /readyz check (database, Redis) may take before it counts as down.
+    READYZ_TIMEOUT = _float("READYZ_TIMEOUT", 1.0)
+
     # None means: the SQLite file instance/orders.db, resolved by the factory.
     SQLALCHEMY_DATABASE_URI = (
         normalize_database_url(os.environ["DATABASE_URL"])

@@ -1,41 +1,74 @@
 """Liveness and readiness probes."""
 
-from flask import Blueprint, jsonify
+import time
+from collections.abc import Callable
+
+import gevent
+from flask import Blueprint, current_app, jsonify
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db, redis_store
 from app.realtime import current_hub
+from app.realtime.hub import first_line
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz():
+    """The process serves requests; says nothing of its dependencies."""
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
 def readyz():
     """Database down is not ready (503); Redis down, or pub/sub not delivering (the hub is on
-    database polling), is degraded but serving (200). `hub` has this worker's hub counts."""
-    checks = {}
+    database polling), is degraded but serving (200). Each check has READYZ_TIMEOUT seconds;
+    `detail` has each check's latency or error, `hub` this worker's hub counts."""
+    timeout = current_app.config["READYZ_TIMEOUT"]
+    database = _probe(_ping_database, timeout)
+    redis = _probe(lambda: redis_store.client().ping(), timeout)
+    hub = current_hub().stats()
+    checks = {
+        "database": database["status"],
+        "redis": redis["status"],
+        "pubsub": "connected" if hub["connected"] else "database-polling",
+    }
+    body = {"checks": checks, "detail": {"database": database, "redis": redis}, "hub": hub}
+    if checks["database"] != "ok":
+        return jsonify(status="unavailable", **body), 503
+    healthy = checks["redis"] == "ok" and checks["pubsub"] == "connected"
+    return jsonify(status="ok" if healthy else "degraded", **body)
+
+
+def _ping_database() -> None:
     try:
         db.session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except SQLAlchemyError:
-        checks["database"] = "down"
+    except gevent.Timeout:
+        db.session().invalidate()  # a query cut off half-way leaves its connection unusable
+        raise
     finally:
         db.session.close()
+
+
+def _probe(check: Callable[[], object], timeout: float) -> dict:
+    """Run `check` for at most `timeout` seconds: {"status": "ok"|"down", "latencyMs"} plus
+    the error when it failed."""
+    started = time.monotonic()
     try:
-        redis_store.client().ping()
-        checks["redis"] = "ok"
-    except RedisError:
-        checks["redis"] = "down"
-    hub = current_hub().stats()
-    checks["pubsub"] = "connected" if hub["connected"] else "database-polling"
-    if checks["database"] != "ok":
-        return jsonify(status="unavailable", checks=checks, hub=hub), 503
-    healthy = checks["redis"] == "ok" and checks["pubsub"] == "connected"
-    return jsonify(status="ok" if healthy else "degraded", checks=checks, hub=hub)
+        with gevent.Timeout(timeout):
+            check()
+    except gevent.Timeout:
+        return _result("down", started, f"no answer within {timeout:g}s")
+    except (SQLAlchemyError, RedisError, OSError) as exc:
+        return _result("down", started, first_line(exc))
+    return _result("ok", started)
+
+
+def _result(status: str, started: float, error: str | None = None) -> dict:
+    result = {"status": status, "latencyMs": round((time.monotonic() - started) * 1000, 1)}
+    if error is not None:
+        result["error"] = error
+    return result

@@ -342,6 +342,19 @@ SCHEMAS = {
                     "pubsub": {"type": "string", "enum": ["connected", "database-polling"]},
                 },
             },
+            "detail": {
+                "type": "object",
+                "description": "Each check's latency, and its error when it failed.",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["status", "latencyMs"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok", "down"]},
+                        "latencyMs": {"type": "number"},
+                        "error": {"type": "string"},
+                    },
+                },
+            },
             "hub": {"type": "object"},
         },
     },
@@ -566,6 +579,19 @@ SPEC = {
                 "responses": {
                     "200": _json("Ready (ok or degraded).", _ref("Readiness")),
                     "503": _json("The database is down.", _ref("Readiness")),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics, summed over the server's workers.",
+                "security": PUBLIC,
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
                 },
             }
         },

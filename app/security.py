@@ -1,8 +1,9 @@
 """What every request and response passes through: body size and type, security headers,
-and cross-origin access for configured origins only."""
+cross-origin access for configured origins only, and the client address behind proxies."""
 
 from flask import request
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.errors import ApiError
 
@@ -22,6 +23,11 @@ def init_app(app) -> None:
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
     app.before_request(require_json_bodies)
     app.after_request(add_security_headers)
+    proxies = app.config["PROXY_FIX_X_FOR"]
+    if proxies:
+        # Behind nginx the peer is the proxy: the client is in X-Forwarded-For, and the
+        # per-address limits must count clients, not the proxy.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     origins = app.config["CORS_ORIGINS"]
     if origins:
         CORS(

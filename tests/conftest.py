@@ -145,14 +145,14 @@ def live_server(pg_url, redis_url):
     """Start gunicorn (gevent workers, the repo's gunicorn.conf.py) on free loopback ports."""
     started = []
 
-    def start(port: int | None = None, **env) -> servers.LiveServer:
+    def start(port: int | None = None, workers: int = 1, **env) -> servers.LiveServer:
         settings = {
             "DATABASE_URL": pg_url,
             "REDIS_URL": redis_url,
             **{k: str(v) for k, v in FAST.items()},
             **{k: str(v) for k, v in env.items()},
         }
-        server = servers.LiveServer(settings, port=port)
+        server = servers.LiveServer(settings, workers=workers, port=port)
         started.append(server)
         return server
 

@@ -1,6 +1,7 @@
 """Graceful shutdown: SIGTERM answers held waits and ends streams at once, then the worker
 exits well inside graceful_timeout. A live gunicorn server; no client gets a reset."""
 
+import signal
 import time
 
 import gevent
@@ -9,16 +10,19 @@ import redis
 from tests import servers
 from tests.conftest import REDIS_URL
 from tests.sse import SseStream
-from tests.test_live import create, parked, wait
+from tests.test_live import create, parked, pay, wait
 
 ADMIN = "admin-shutdown"
 
 
+HELD = 100
+
+
 def test_sigterm_answers_held_waits_and_ends_streams(live_server, redis_client):
     server = live_server(ADMIN_TOKENS=ADMIN, SSE_HEARTBEAT_INTERVAL=1)
-    orders = [create(server) for _ in range(5)]
+    orders = [create(server) for _ in range(HELD)]
     waits = [gevent.spawn(wait, server, order, timeout_ms=20_000) for order in orders]
-    servers.eventually(lambda: parked(server) == 5, 10, "five waits held")
+    servers.eventually(lambda: parked(server) == HELD, 10, f"{HELD} waits held")
     streamed = create(server)
     order_stream = SseStream(
         f"{server.url}/api/orders/{streamed['orderId']}/events",
@@ -35,6 +39,7 @@ def test_sigterm_answers_held_waits_and_ends_streams(live_server, redis_client):
 
         terminated_at = time.monotonic()
         exited_in = gevent.spawn(server.terminate)
+        # wait() raises on a reset or refused connection: every one got an HTTP answer.
         answers = [w.get(timeout=5) for w in waits]
         answered_in = time.monotonic() - terminated_at
         for order, answer in zip(orders, answers, strict=True):
@@ -55,3 +60,34 @@ def test_sigterm_answers_held_waits_and_ends_streams(live_server, redis_client):
     finally:
         order_stream.close()
         stats_stream.close()
+
+
+def test_hup_reload_answers_held_waits_and_the_new_worker_serves(live_server, redis_client):
+    """gunicorn's HUP starts new workers and stops the old ones with SIGTERM: the held waits
+    are answered at once, and a wait asked again is held by the new worker and woken."""
+    server = live_server()
+    orders = [create(server) for _ in range(20)]
+    waits = [gevent.spawn(wait, server, order, timeout_ms=20_000) for order in orders]
+    servers.eventually(lambda: parked(server) == 20, 10, "20 waits held")
+
+    reloaded_at = time.monotonic()
+    server.proc.send_signal(signal.SIGHUP)
+    answers = [w.get(timeout=10) for w in waits]
+    assert time.monotonic() - reloaded_at < 5.0
+    assert {(a.status_code, a.json()["source"]) for a in answers} == {(200, "shutdown")}
+
+    def wait_like_the_page():
+        # An old worker accepts for up to a second more and answers "shutdown" at once.
+        for _ in range(50):
+            answer = wait(server, orders[0], timeout_ms=20_000)
+            if answer.json()["source"] != "shutdown":
+                return answer
+            gevent.sleep(0.1)
+        raise AssertionError("no live worker held the wait")
+
+    again = gevent.spawn(wait_like_the_page)
+    servers.eventually(lambda: parked(server) == 1, 15, "the wait held by the new worker")
+    assert pay(server, orders[0]).status_code == 200
+    answer = again.get(timeout=10).json()
+    assert (answer["source"], answer["paymentStatus"]) == ("redis", "completed")
+    assert server.proc.poll() is None  # the master lives on

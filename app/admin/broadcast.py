@@ -13,6 +13,7 @@ import time
 import gevent
 from gevent.event import Event
 
+from app import metrics
 from app.realtime import Hub
 from app.realtime.hub import SHUTDOWN
 from app.realtime.signals import Broadcast, Follower
@@ -88,6 +89,7 @@ class StatsFeed:
             now = time.monotonic()
             try:
                 if self.mode == "db-poll":
+                    metrics.fallback_queries.labels("stats").inc()
                     stats = {**self._source.compute(), "mode": "db-poll"}
                 elif triggered:
                     stats = {**self._source.get(fresher_than=self._trigger_at), "mode": "pubsub"}

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
+from app import metrics
 from app.extensions import db
 from app.orders.models import ORDER_STATUS_FOR, Order, isoformat_utc
 
@@ -100,6 +101,7 @@ class StatsSource:
         with self._app.app_context():
             stats = compute_from_database(now)
         self.computations += 1
+        metrics.stats_computations.inc()
         try:
             webhooks = self._redis.hgetall(WEBHOOKS_KEY)
             computations = self._redis.incr(COMPUTATIONS_KEY)

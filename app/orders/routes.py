@@ -38,7 +38,9 @@ def wait(order_id: str):
         params.timeout_ms,
         client=request.remote_addr or "-",
     )
-    return jsonify(answer)
+    response = jsonify(answer.body)
+    response.call_on_close(answer.written)
+    return response
 
 
 @bp.get("/<order_id>/events")

@@ -7,12 +7,14 @@ import string
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
+from app import metrics
 from app.errors import (
     DATABASE_DOWN,
     NotFound,
@@ -21,6 +23,7 @@ from app.errors import (
     Unauthorized,
 )
 from app.extensions import db
+from app.logs import fields, mask_email
 from app.realtime import Watch, current_hub, registry, sse
 from app.realtime.connections import Connection
 from app.realtime.hub import SHUTDOWN
@@ -69,6 +72,17 @@ def create_order(new: NewOrder) -> tuple[Order, str]:
     db.session.commit()
     # Cached from the start, so a wait can still be authorized while the database is down.
     events.remember(order.to_json(), token_hash)
+    log.info(
+        "order %s created",
+        order.order_number,
+        extra=fields(
+            event="order.created",
+            order_id=order.id,
+            order_number=order.order_number,
+            amount=order.total_amount,
+            email=mask_email(order.customer_email),
+        ),
+    )
     return order, token
 
 
@@ -86,13 +100,46 @@ def _is_news(order_json: dict, since: int) -> bool:
     return order_json["version"] > since or order_json["paymentStatus"] in TERMINAL_PAYMENT_STATUSES
 
 
+@dataclass(slots=True)
+class WaitAnswer:
+    """A wait's answer, and what its metrics and log line need once it was written."""
+
+    body: dict
+    order_id: str
+    started: float  # time.monotonic() when the wait began
+    received: float | None = None  # when the hub got the delivery that answered, if one did
+
+    def written(self) -> None:
+        """Count and log the answer: call once it was sent to the client."""
+        now = time.monotonic()
+        source = self.body["source"]
+        metrics.waits_answered.labels(source).inc()
+        if self.received is not None:
+            metrics.dispatch_seconds.labels(source).observe(now - self.received)
+            if self.body["changed"]:
+                committed = datetime.fromisoformat(self.body["updatedAt"]).timestamp()
+                metrics.delivery_seconds.labels(source).observe(max(time.time() - committed, 0))
+        log.info(
+            "wait answered by %s",
+            source,
+            extra=fields(
+                event="wait.answered",
+                order_id=self.order_id,
+                source=source,
+                changed=self.body["changed"],
+                version=self.body["version"],
+                duration_ms=round((now - self.started) * 1000, 1),
+            ),
+        )
+
+
 def _answer(order_json: dict, since: int, source: str) -> dict:
     return {**order_json, "changed": order_json["version"] > since, "source": source}
 
 
 def wait_for_update(
     order_id: str, token: str | None, since: int | None, timeout_ms: int, client: str = "-"
-) -> dict:
+) -> WaitAnswer:
     """Answer as soon as the order moves past `since` (or is terminal), else after the timeout.
 
     The waiter registers with the hub BEFORE reading any state, so a change committed after
@@ -106,12 +153,13 @@ def wait_for_update(
     if not is_order_id(order_id):
         raise NotFound("order not found")
     hub = current_hub()
-    deadline = time.monotonic() + timeout_ms / 1000
+    answer = WaitAnswer({}, order_id, time.monotonic())
     connection = registry.open("wait", order_id)
     try:
-        return _wait(hub, order_id, token, since, deadline, client)
+        answer.body = _wait(hub, answer, token, since, answer.started + timeout_ms / 1000, client)
     finally:
         registry.close(connection)
+    return answer
 
 
 @contextmanager
@@ -138,7 +186,10 @@ def _held_wait_slots(client: str, order_id: str) -> Iterator[None]:
             limiter.release(owner, lease)
 
 
-def _wait(hub, order_id: str, token: str, since: int | None, deadline: float, client: str) -> dict:
+def _wait(
+    hub, answer: WaitAnswer, token: str, since: int | None, deadline: float, client: str
+) -> dict:
+    order_id = answer.order_id
     with hub.watch(events.channel(order_id)) as watch:
         cached = None if hub.redis_down else _cached_order(order_id, token)
         if since is not None and cached is not None and _is_news(cached, since):
@@ -150,22 +201,25 @@ def _wait(hub, order_id: str, token: str, since: int | None, deadline: float, cl
         if _is_news(current, since):
             return _answer(current, since, source)
 
-        source = "timeout"
         with _held_wait_slots(client, order_id):
+            log.info(
+                "wait held",
+                extra=fields(event="wait.started", order_id=order_id, since=since),
+            )
             while not hub.closing and (remaining := deadline - time.monotonic()) > 0:
                 delivery = watch.next(remaining)
-                if delivery is None:
-                    break
-                if delivery.source == SHUTDOWN:
-                    source = SHUTDOWN  # answer now: the client asks again on another worker
+                if delivery is None or delivery.source == SHUTDOWN:
                     break
                 published = json.loads(delivery.data)
                 if _is_news(published, since):
+                    answer.received = delivery.received
                     return _answer(published, since, delivery.source)
 
     # Timed out: the database is the truth, read it once more (or keep what we know).
+    # A stopping worker answers "shutdown" instead, early or not: the client asks again at
+    # once, and reaches a worker that is not stopping.
     final, _ = _current_order(order_id, token, current)
-    return _answer(final, since, source)
+    return _answer(final, since, SHUTDOWN if hub.closing else "timeout")
 
 
 def order_event_stream(
@@ -289,6 +343,7 @@ def latest_versions(order_ids: list[str]) -> dict[str, tuple[int, str]]:
     """Current (version, published message) of the given orders: the hub's fallback poll."""
     latest = {}
     for chunk in _chunks(order_ids, POLL_CHUNK):
+        metrics.fallback_queries.labels("orders").inc()
         for order in db.session.execute(db.select(Order).where(Order.id.in_(chunk))).scalars():
             latest[order.id] = (order.version, events.message(order))
     db.session.close()

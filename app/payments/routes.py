@@ -4,7 +4,7 @@ import hashlib
 
 from flask import current_app, jsonify, request
 
-from app.errors import NotFound, Unauthorized, ValidationError
+from app.errors import DATABASE_DOWN, NotFound, Unauthorized, ValidationError
 from app.orders.signals import callback_received
 from app.validation import parse_json
 
@@ -23,6 +23,9 @@ def callback():
         outcome = _apply(body, receipt)
     except (Unauthorized, ValidationError, NotFound):
         callback_received.send(app, outcome="rejected")
+        raise
+    except DATABASE_DOWN:
+        services.note_outcome("unavailable", "database unavailable")
         raise
     if outcome.duplicate:
         callback_received.send(app, outcome="duplicate")

@@ -5,8 +5,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm.exc import StaleDataError
 
+from app import metrics
 from app.errors import NotFound
 from app.extensions import db
+from app.logs import fields
 from app.orders import events
 from app.orders.models import Order
 
@@ -49,6 +51,19 @@ def record_rejection(receipt: Receipt, reason: str, callback: Callback | None = 
     db.session.rollback()
     db.session.add(_event(receipt, "rejected", reason, callback))
     db.session.commit()
+    note_outcome("rejected", reason, order_number=callback.order_number if callback else None)
+
+
+def note_outcome(outcome: str, reason: str | None = None, **details) -> None:
+    """Count and log what became of a callback: accepted, duplicate, ignored, rejected or
+    unavailable (the database was down; the provider retries)."""
+    metrics.webhooks.labels(outcome).inc()
+    log.info(
+        "webhook %s%s",
+        outcome,
+        f": {reason}" if reason else "",
+        extra=fields(event="webhook", outcome=outcome, reason=reason, **details),
+    )
 
 
 def _event(
@@ -101,7 +116,6 @@ def _settle(callback: Callback, receipt: Receipt) -> Outcome:
         db.session.rollback()
         duplicate = (current["paymentStatus"], current["failureReason"]) == (target, reason)
         ignored = None if duplicate else f"order already {current['paymentStatus']}"
-        log.info("callback for %s ignored: %s", current["orderNumber"], ignored or "duplicate")
         db.session.add(
             _event(
                 receipt,
@@ -112,6 +126,13 @@ def _settle(callback: Callback, receipt: Receipt) -> Outcome:
             )
         )
         db.session.commit()
+        note_outcome(
+            "duplicate" if duplicate else "ignored",
+            ignored,
+            order_number=current["orderNumber"],
+            payment_status=current["paymentStatus"],
+            version=current["version"],
+        )
         return Outcome(current, changed=False, duplicate=duplicate, reason=ignored)
 
     order.settle(target, reason=reason)
@@ -123,7 +144,11 @@ def _settle(callback: Callback, receipt: Receipt) -> Outcome:
 
     settled = order.to_json()
     events.announce(settled, order.access_token_hash)  # after commit: it wakes the waiters
-    log.info(
-        "order %s settled: %s (version %d)", settled["orderNumber"], target, settled["version"]
+    note_outcome(
+        "accepted",
+        reason,
+        order_number=settled["orderNumber"],
+        payment_status=settled["paymentStatus"],
+        version=settled["version"],
     )
     return Outcome(settled, changed=True, duplicate=False, reason=reason)

@@ -21,6 +21,8 @@ import gevent
 import redis
 from redis.exceptions import RedisError
 
+from app import metrics
+
 log = logging.getLogger(__name__)
 
 PRESENCE_KEY = "realtime:presence"
@@ -54,10 +56,12 @@ class Registry:
     def open(self, kind: str, key: str) -> Connection:
         connection = Connection(next(self._ids), kind, key)
         self._open[connection.id] = connection
+        _gauge(kind).inc()
         return connection
 
     def close(self, connection: Connection) -> None:
-        self._open.pop(connection.id, None)
+        if self._open.pop(connection.id, None) is not None:
+            _gauge(connection.kind).dec()
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -73,6 +77,10 @@ class Registry:
 
 
 registry = Registry()
+
+
+def _gauge(kind: str):
+    return metrics.waits_held if kind == "wait" else metrics.streams_open.labels(kind)
 
 
 class Presence:

@@ -29,6 +29,9 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from redis.exceptions import RedisError
 
+from app import metrics
+from app.logs import fields
+
 from .signals import Broadcast
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class Delivery(NamedTuple):
     # "redis" (pub/sub), "poll" (database poll while Redis is away) or SHUTDOWN (the worker
     # is stopping: stop waiting, answer with what you have)
     source: str
+    received: float  # time.monotonic() when the hub got it: every waiter's delivery latency
 
 
 class _Subscription:
@@ -179,6 +183,7 @@ class Hub:
         self._first_attempt = Event()  # set after the first connection attempt, either way
         self.reconnects = 0
         self.fallback_polls = 0
+        self._fallback_since: float | None = None  # while on database polling
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -201,7 +206,7 @@ class Hub:
         so held waits answer with the current state and streams end cleanly."""
         self.closing = True
         for sub in list(self._subs.values()):
-            self._deliver(sub, sub.name, "", SHUTDOWN)
+            self._deliver(sub, sub.name, "", SHUTDOWN, time.monotonic())
 
     def request_poll(self) -> None:
         """Read the watched channels from the database soon, even while connected.
@@ -339,6 +344,7 @@ class Hub:
                         redact_url(self.redis_url),
                         exc,
                         self.poll_interval,
+                        extra=fields(event="redis.down", fallback="on"),
                     )
                     announced_down = True
                 gevent.sleep(delay)
@@ -348,9 +354,11 @@ class Hub:
             log.info(
                 "Redis pub/sub connected at %s: waits are answered by pub/sub",
                 redact_url(self.redis_url),
+                extra=fields(event="redis.up", fallback="off"),
             )
             if announced_down:
                 self.reconnects += 1
+                metrics.hub_reconnects.inc()
                 # Publishes made while we were away are lost: read the truth once.
                 self._recheck_pending = True
                 gevent.spawn(self._recheck_when_subscribed)
@@ -366,6 +374,7 @@ class Hub:
                     "polling every %.1fs",
                     exc,
                     self.poll_interval,
+                    extra=fields(event="redis.down", fallback="on"),
                 )
                 announced_down = True
             finally:
@@ -387,6 +396,8 @@ class Hub:
             self.connected = True
             self.redis_down = False
         self._first_attempt.set()
+        metrics.hub_connected.set(1)
+        self._count_fallback_time(leaving=True)
 
     def _mark_disconnected(self) -> None:
         with self._write_lock:
@@ -394,8 +405,18 @@ class Hub:
             conn, self._conn = self._conn, None
             for sub in self._subs.values():
                 sub.confirmed.clear()
+        metrics.hub_connected.set(0)
+        if self._fallback_since is None:
+            self._fallback_since = time.monotonic()
         if conn is not None:
             conn.disconnect()
+
+    def _count_fallback_time(self, *, leaving: bool = False) -> None:
+        """Add the time spent on database polling since the last count to the metric."""
+        now = time.monotonic()
+        if self._fallback_since is not None:
+            metrics.fallback_mode_seconds.inc(now - self._fallback_since)
+        self._fallback_since = None if leaving else now
 
     def _read_loop(self) -> None:
         conn = self._conn
@@ -444,18 +465,22 @@ class Hub:
                 if response[2] == str(self._canary_token):
                     self._canary_sent_at = None
                 return
-            self._deliver(self._subs.get((CHANNEL, response[1])), response[1], response[2], "redis")
+            sub = self._subs.get((CHANNEL, response[1]))
+            self._deliver(sub, response[1], response[2], "redis", time.monotonic())
         elif kind == "pmessage":
-            self._deliver(self._subs.get((PATTERN, response[1])), response[2], response[3], "redis")
+            sub = self._subs.get((PATTERN, response[1]))
+            self._deliver(sub, response[2], response[3], "redis", time.monotonic())
         elif kind in _CONFIRMATION_KIND:
             sub = self._subs.get((_CONFIRMATION_KIND[kind], response[1]))
             if sub is not None:
                 sub.confirmed.set()
 
-    def _deliver(self, sub: _Subscription | None, channel: str, data: str, source: str) -> None:
+    def _deliver(
+        self, sub: _Subscription | None, channel: str, data: str, source: str, received: float
+    ) -> None:
         if sub is None:
             return  # a message that was in flight when we unsubscribed
-        delivery = Delivery(channel, data, source)
+        delivery = Delivery(channel, data, source, received)
         if sub.waiters:
             sub.broadcast.send(delivery)
         for callback in list(sub.handlers):
@@ -481,6 +506,10 @@ class Hub:
             asked = self._poll_due.is_set()
             self._poll_due.clear()
             force = self._recheck_pending
+            if self.connected:
+                self._count_fallback_time(leaving=True)
+            else:
+                self._count_fallback_time()
             if not (asked or force or not self.connected):
                 continue
             try:
@@ -517,7 +546,7 @@ class Hub:
                 if sub is None or (sub.polled_version == version and not force):
                     continue
                 sub.polled_version = version
-                self._deliver(sub, prefix + ident, data, "poll")
+                self._deliver(sub, prefix + ident, data, "poll", time.monotonic())
         return ok
 
 

@@ -16,6 +16,8 @@ from gevent.event import AsyncResult
 from gevent.queue import SimpleQueue
 from redis.exceptions import RedisError
 
+from app import metrics
+
 log = logging.getLogger(__name__)
 
 # Enough to drain a burst in a few round trips, small enough to keep each pipeline short.
@@ -146,6 +148,7 @@ class Publisher:
         try:
             pipe.execute()
         except RedisError as exc:
+            metrics.publish_failures.inc()
             log.warning(
                 "publish of %d event(s) failed, waiters will read the database: %s", len(batch), exc
             )

@@ -96,7 +96,12 @@ async function longPoll() {
     connectionNote.hidden = true;
     if (render(order)) return;
     if (order.changed) attempt = 0; // it moved but is not settled: keep listening
-    else if (attempt < settings.maxLongPolls) await sleep(settings.retryPauseMs);
+    else if (order.source === "shutdown") {
+      // The server is restarting: ask again soon (a live worker answers), and this round
+      // does not count. The short random pause spreads the reconnects of many pages.
+      attempt -= 1;
+      await sleep(100 + Math.random() * 400);
+    } else if (attempt < settings.maxLongPolls) await sleep(settings.retryPauseMs);
   }
   statusBox.dataset.status = "still-processing";
   statusBox.textContent = "Still processing. If you approved the payment, it will show here.";
