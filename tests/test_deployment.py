@@ -1,4 +1,5 @@
-"""Deployment files: the compose stack and the gunicorn settings."""
+"""Deployment files: the compose stack (PostgreSQL, Redis, a migration, two app replicas behind
+nginx) and the gunicorn settings."""
 
 import shutil
 import subprocess
@@ -15,19 +16,59 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_compose_runs_migration_before_the_app():
+APPS = ("app1", "app2")
+
+
+def test_compose_runs_migration_before_the_apps():
     services = compose()["services"]
-    assert {"app", "redis", "postgres", "migrate"} <= set(services)
+    assert {*APPS, "nginx", "redis", "postgres", "migrate"} <= set(services)
+    assert "app" not in services
     assert services["migrate"]["command"] == ["flask", "--app", "wsgi", "db", "upgrade"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    app_deps = services["app"]["depends_on"]
-    assert app_deps["migrate"]["condition"] == "service_completed_successfully"
-    assert app_deps["redis"]["condition"] == "service_healthy"
-    for name in ("app", "migrate"):
+    for name in APPS:
+        deps = services[name]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+        assert deps["redis"]["condition"] == "service_healthy"
+        assert deps["postgres"]["condition"] == "service_healthy"
+    for name in (*APPS, "migrate"):
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql://")
         assert env["REDIS_URL"].startswith("redis://redis:")
-    assert "healthcheck" in services["postgres"] and "healthcheck" in services["redis"]
+
+
+def test_compose_runs_two_identical_replicas_behind_nginx():
+    services = compose()["services"]
+    first, second = (services[name] for name in APPS)
+    for key in ("build", "image", "environment", "ulimits", "healthcheck", "depends_on"):
+        assert first[key] == second[key], key
+    assert first["build"] == "." and first["image"] == services["migrate"]["image"]
+    # The image's command runs gunicorn.conf.py; only nginx is reachable from outside.
+    for app in (first, second):
+        assert "command" not in app and "ports" not in app
+        assert app["environment"]["PROXY_FIX_X_FOR"] == "1"
+        assert "/healthz" in " ".join(app["healthcheck"]["test"])
+        # Room for gunicorn's worker_connections (12,000 held waits by default).
+        assert app["ulimits"]["nofile"]["soft"] > 12_000
+    proxy = services["nginx"]
+    assert proxy["image"].startswith("nginx:")
+    assert proxy["ports"] == ["${PORT:-8000}:8000"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert proxy["depends_on"] == {name: {"condition": "service_healthy"} for name in APPS}
+    assert (ROOT / "deploy" / "nginx.conf").is_file()
+
+
+def test_compose_keeps_data_in_named_volumes_and_checks_health():
+    spec = compose()
+    services = spec["services"]
+    mounts = {
+        name: {m.split(":")[0]: m.split(":")[1] for m in services[name]["volumes"]}
+        for name in ("postgres", "redis")
+    }
+    assert mounts["postgres"]["postgres-data"] == "/var/lib/postgresql/data"
+    assert mounts["redis"]["redis-data"] == "/data"
+    assert {"postgres-data", "redis-data"} <= set(spec["volumes"])
+    for name in ("postgres", "redis", *APPS):
+        assert services[name]["healthcheck"]["test"], name
 
 
 def test_compose_file_is_valid_for_docker_compose():
