@@ -54,6 +54,9 @@ class Config:
     REDIS_POOL_SIZE = _int("REDIS_POOL_SIZE", 3)
     REDIS_SOCKET_TIMEOUT = _float("REDIS_SOCKET_TIMEOUT", 2.0)
     REDIS_CONNECT_TIMEOUT = _float("REDIS_CONNECT_TIMEOUT", 0.5)
+    # Order channels on sharded pub/sub (Redis 7 SSUBSCRIBE/SPUBLISH), the step towards a
+    # Redis Cluster; see docs/SCALING.md. Every worker and publisher must agree on it.
+    REDIS_SHARDED_PUBSUB = os.environ.get("REDIS_SHARDED_PUBSUB", "") == "1"
 
     WEBHOOK_SECRET = os.environ.get("WEBHOOK_SECRET", "")
     ADMIN_TOKENS = [t for t in os.environ.get("ADMIN_TOKENS", "").split(",") if t.strip()]

@@ -8,6 +8,7 @@ import time
 
 import gevent
 import pytest
+import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -223,3 +224,42 @@ def test_json_logs_have_one_object_per_event_and_no_secrets(live_server, private
 
 def _hub(server) -> dict:
     return readyz(server)[1]["hub"]
+
+
+# -- sharded pub/sub -----------------------------------------------------------------------
+
+
+def test_sharded_pubsub_delivers_and_resubscribes_after_redis_returns(live_server, private_redis):
+    redis_server = private_redis()
+    server = live_server(REDIS_URL=redis_server.url, REDIS_SHARDED_PUBSUB="1")
+    client = redis.Redis.from_url(redis_server.url)
+    first, second = create(server), create(server)
+    channel = f"order:status:{first['orderId']}"
+
+    held = gevent.spawn(wait, server, first)
+    servers.eventually(lambda: parked(server) == 1, 10, "a wait held")
+    assert client.execute_command("PUBSUB", "SHARDNUMSUB", channel) == [channel.encode(), 1]
+    assert client.pubsub_numsub(channel) == [(channel.encode(), 0)]  # not on classic pub/sub
+    assert _hub(server)["sharded"] is True
+    assert pay(server, first).status_code == 200
+    assert held.get(timeout=10).json()["source"] == "redis"
+    servers.eventually(
+        lambda: client.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 0,
+        5,
+        "unsubscribed after the last waiter",
+    )
+
+    held = gevent.spawn(wait, server, second)
+    servers.eventually(lambda: parked(server) == 1, 10, "a wait held")
+    redis_server.stop()
+    servers.eventually(lambda: not _hub(server)["connected"], 10, "Redis lost")
+    client = redis.Redis.from_url(private_redis(redis_server.port).url)
+    servers.eventually(lambda: _hub(server)["connected"], 10, "Redis back")
+    channel = f"order:status:{second['orderId']}"
+    servers.eventually(
+        lambda: client.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 1,
+        5,
+        "subscribed again",
+    )
+    assert pay(server, second).status_code == 200
+    assert held.get(timeout=10).json()["source"] == "redis"

@@ -7,7 +7,7 @@ from flask import current_app
 from redis.exceptions import RedisError
 
 from app.extensions import redis_store
-from app.realtime import current_publisher
+from app.realtime import current_hub, current_publisher
 from app.realtime.publish import Append, Latest, Publish
 
 from .models import Order
@@ -45,7 +45,7 @@ def announce(order_json: dict, token_hash: str) -> bool:
     order_id, message = order_json["orderId"], encode(order_json)
     order_changed.send(current_app._get_current_object(), order=order_json)
     return current_publisher().send(
-        Publish(channel(order_id), message),
+        Publish(channel(order_id), message, sharded=current_hub().sharded),
         _latest(order_json, token_hash),
         Append(buffer_key(order_id), message, cfg["EVENT_BUFFER_TTL"], cfg["EVENT_BUFFER_MAX"]),
     )

@@ -31,6 +31,7 @@ def init_app(app) -> None:
         reconnect_max_delay=cfg["HUB_RECONNECT_MAX_DELAY"],
         connect_timeout=cfg["REDIS_CONNECT_TIMEOUT"],
         socket_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
+        sharded=cfg["REDIS_SHARDED_PUBSUB"],
     )
     # A failed publish leaves waiters unwoken while the hub is connected: have it poll.
     app.extensions["publisher"] = Publisher(

@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "channel"
 PATTERN = "pattern"
-_SUBSCRIBE = {CHANNEL: "SUBSCRIBE", PATTERN: "PSUBSCRIBE"}
-_UNSUBSCRIBE = {CHANNEL: "UNSUBSCRIBE", PATTERN: "PUNSUBSCRIBE"}
-_CONFIRMATION_KIND = {"subscribe": CHANNEL, "psubscribe": PATTERN}
+SHARD = "shard"  # a sharded channel (Redis 7: SSUBSCRIBE / SPUBLISH)
+_SUBSCRIBE = {CHANNEL: "SUBSCRIBE", PATTERN: "PSUBSCRIBE", SHARD: "SSUBSCRIBE"}
+_UNSUBSCRIBE = {CHANNEL: "UNSUBSCRIBE", PATTERN: "PUNSUBSCRIBE", SHARD: "SUNSUBSCRIBE"}
+_CONFIRMATION_KIND = {"subscribe": CHANNEL, "psubscribe": PATTERN, "ssubscribe": SHARD}
 
 # A poll source maps watched ids (channel names without the source's prefix) to
 # (version, payload) for the ids that exist; payload has the shape of a published message.
@@ -132,8 +133,13 @@ class Hub:
         connect_timeout: float = 0.5,
         socket_timeout: float = 5.0,
         confirm_timeout: float = 1.0,
+        sharded: bool = False,
     ):
         self.redis_url = redis_url
+        # Waiters' channels as sharded channels: their publishers must SPUBLISH. Handlers'
+        # channels and patterns (few, deployment-wide) stay on classic pub/sub.
+        self.sharded = sharded
+        self._watch_kind = SHARD if sharded else CHANNEL
         self.poll_interval = poll_interval
         self.canary_interval = canary_interval
         self.canary_timeout = canary_timeout
@@ -229,13 +235,13 @@ class Hub:
         self.start()
         if not self._first_attempt.is_set():
             self._first_attempt.wait(self.confirm_timeout)
-        sub, created = self._register(CHANNEL, channel)
+        sub, created = self._register(self._watch_kind, channel)
         sub.waiters += 1
         self._waiters += 1
         watch = Watch(self, sub)
         try:
             if created:
-                self._send(_SUBSCRIBE[CHANNEL], channel)
+                self._send(_SUBSCRIBE[self._watch_kind], channel)
             if self.connected and not sub.confirmed.is_set():
                 sub.confirmed.wait(self.confirm_timeout)
         except BaseException:
@@ -297,9 +303,10 @@ class Hub:
     # -- counts ----------------------------------------------------------------------------
 
     def stats(self) -> dict:
-        channels = sum(1 for kind, _ in self._subs if kind == CHANNEL)
+        channels = sum(1 for kind, _ in self._subs if kind != PATTERN)
         return {
             "connected": self.connected,
+            "sharded": self.sharded,
             "channels": channels,
             "patterns": len(self._subs) - channels,
             "handlers": sum(len(s.handlers) for s in self._subs.values()),
@@ -389,6 +396,10 @@ class Hub:
             patterns = [name for kind, name in self._subs if kind == PATTERN]
             if patterns:
                 conn.send_command("PSUBSCRIBE", *patterns)
+            # One SSUBSCRIBE per channel: in a cluster one command may only name one slot.
+            shards = [("SSUBSCRIBE", name) for kind, name in self._subs if kind == SHARD]
+            if shards:
+                conn.send_packed_command(conn.pack_commands(shards))
             self._conn = conn
             self._canary_token += 1  # a canary of the old connection can fail nothing here
             self._canary_sent_at = None
@@ -467,6 +478,9 @@ class Hub:
                 return
             sub = self._subs.get((CHANNEL, response[1]))
             self._deliver(sub, response[1], response[2], "redis", time.monotonic())
+        elif kind == "smessage":
+            sub = self._subs.get((SHARD, response[1]))
+            self._deliver(sub, response[1], response[2], "redis", time.monotonic())
         elif kind == "pmessage":
             sub = self._subs.get((PATTERN, response[1]))
             self._deliver(sub, response[2], response[3], "redis", time.monotonic())
@@ -530,7 +544,7 @@ class Hub:
             watched = [
                 name[len(prefix) :]
                 for kind, name in self._subs
-                if kind == CHANNEL and name.startswith(prefix)
+                if kind == self._watch_kind and name.startswith(prefix)
             ]
             if not watched:
                 continue
@@ -542,7 +556,7 @@ class Hub:
                 continue
             self.fallback_polls += 1
             for ident, (version, data) in latest.items():
-                sub = self._subs.get((CHANNEL, prefix + ident))
+                sub = self._subs.get((self._watch_kind, prefix + ident))
                 if sub is None or (sub.polled_version == version and not force):
                     continue
                 sub.polled_version = version

@@ -25,13 +25,17 @@ MAX_BATCH = 200
 
 
 class Publish(NamedTuple):
-    """PUBLISH channel message."""
+    """PUBLISH channel message, or SPUBLISH for a sharded channel."""
 
     channel: str
     message: str
+    sharded: bool = False
 
     def queue_on(self, pipe) -> None:
-        pipe.publish(self.channel, self.message)
+        if self.sharded:
+            pipe.spublish(self.channel, self.message)
+        else:
+            pipe.publish(self.channel, self.message)
 
 
 class Latest(NamedTuple):
