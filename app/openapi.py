@@ -447,6 +447,24 @@ SPEC = {
                 },
             },
         },
+        "/api/orders/{order_id}/ws": {
+            "parameters": [ORDER_ID],
+            "get": {
+                "operationId": "orderSocket",
+                "summary": "WebSocket of the order's events: `{type: order_status, payload, id}`.",
+                "description": "Upgrades to a WebSocket once the token opens the order (else "
+                "401/404 before the upgrade). Sends the buffered events newer than "
+                "`lastEventId` and the current state, each version once and in order, then "
+                "live ones; closes 1000 after a terminal one, 1001 when the server stops "
+                "(reconnect with `lastEventId`). Pings every SSE_HEARTBEAT_INTERVAL.",
+                "security": ORDER_SECURITY,
+                "parameters": [LAST_EVENT_ID_QUERY],
+                "responses": {
+                    "101": {"description": "Switching to the WebSocket protocol."},
+                    **_errors(400, 401, 404, 503),
+                },
+            },
+        },
         "/api/payhero/callback": {
             "post": {
                 "operationId": "paymentCallback",

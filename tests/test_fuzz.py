@@ -363,7 +363,7 @@ def test_generated_requests_get_no_5xx_and_every_4xx_is_the_json_error(server):
     documented = sum(
         method != "parameters" for item in schema.raw_schema["paths"].values() for method in item
     )
-    assert len(operations) == documented == 18  # every route, pages and the dev one included
+    assert len(operations) == documented == 20  # every route, pages and the dev one included
     found = Findings([], [], [], [])
 
     for operation in operations:

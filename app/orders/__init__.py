@@ -1,8 +1,11 @@
-"""Orders: creation, reading with the order token, and the long-poll wait."""
+"""Orders: creation, reading with the order token, the long-poll wait, and the order's
+events over SSE and WebSocket."""
 
 from flask import Blueprint
 
 bp = Blueprint("orders", __name__, url_prefix="/api/orders")
+# The WebSocket route apart: its before/teardown hooks open and release the order's stream.
+socket_bp = Blueprint("order_socket", __name__, url_prefix="/api/orders")
 
 
 def init_app(app) -> None:
@@ -10,6 +13,7 @@ def init_app(app) -> None:
     from . import events, routes, services  # noqa: F401  (routes attach to bp)
 
     app.register_blueprint(bp)
+    app.register_blueprint(socket_bp)
 
     def poll(order_ids: list[str]):
         with app.app_context():

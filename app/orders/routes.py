@@ -1,12 +1,14 @@
-"""HTTP routes of the orders feature: parse, call one service, serialize."""
+"""HTTP and WebSocket routes of the orders feature: parse, call one service, serialize."""
 
-from flask import current_app, jsonify, request
+import json
+
+from flask import current_app, g, jsonify, request
 
 from app.ratelimit import limiter, order_creation_limit, order_creation_unlimited
-from app.realtime import sse
+from app.realtime import sse, websocket
 from app.validation import parse_json
 
-from . import bp, services
+from . import bp, services, socket_bp
 from .access import token_from_request
 from .schemas import parse_new_order, parse_wait
 
@@ -45,7 +47,7 @@ def wait(order_id: str):
 
 @bp.get("/<order_id>/events")
 def events(order_id: str):
-    stream = services.order_event_stream(
+    stream = services.order_updates(
         order_id,
         token_from_request(request),
         sse.last_event_id(request),
@@ -53,5 +55,54 @@ def events(order_id: str):
     )
     if stream is None:
         return "", 204  # settled, and the client has it all: EventSource stops reconnecting
-    watch, frames = stream
+    watch, updates = stream
+
+    def frames(connection):
+        for update in updates(connection):
+            if update == services.IDLE:
+                yield sse.HEARTBEAT
+            elif update == services.GOING_AWAY:
+                return  # the browser reconnects elsewhere with its Last-Event-ID
+            else:
+                yield sse.event(update, name="order_status", event_id=update["version"])
+
     return sse.serve("sse:order", order_id, frames, release=watch.close)
+
+
+# The WebSocket route is refused before the upgrade (401/404, JSON) when the token does not
+# open the order: the stream is opened in before_request, ahead of flask-sock's handshake.
+@socket_bp.before_request
+def open_order_socket():
+    g.order_updates = services.order_updates(
+        request.view_args["order_id"],
+        token_from_request(request),
+        request.args.get("lastEventId"),
+        heartbeat=current_app.config["SSE_HEARTBEAT_INTERVAL"],
+    )
+
+
+@socket_bp.teardown_request
+def release_order_socket(_exc):
+    stream = g.pop("order_updates", None)
+    if stream is not None:
+        stream[0].close()  # the watch, also when the handshake failed
+
+
+@websocket.sock.route("/<order_id>/ws", bp=socket_bp)
+def socket(ws, order_id: str):
+    stream = g.order_updates
+    if stream is None:
+        ws.close(websocket.NORMAL_CLOSURE, "order settled")  # the client has it all
+        return
+    _, updates = stream
+
+    def messages(connection):
+        for update in updates(connection):
+            if update == services.GOING_AWAY:
+                yield websocket.Close(websocket.GOING_AWAY, "going away")
+            elif update != services.IDLE:  # keepalive is the socket's own ping
+                payload = {"type": "order_status", "payload": update, "id": update["version"]}
+                yield json.dumps(payload, separators=(",", ":"))
+        yield websocket.Close(websocket.NORMAL_CLOSURE, "order settled")
+
+    websocket.serve(ws, "ws", order_id, messages)

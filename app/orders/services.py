@@ -24,7 +24,7 @@ from app.errors import (
 )
 from app.extensions import db
 from app.logs import fields, mask_email
-from app.realtime import Watch, current_hub, registry, sse
+from app.realtime import Watch, current_hub, registry
 from app.realtime.connections import Connection
 from app.realtime.hub import SHUTDOWN
 from app.validation import integer_param
@@ -222,16 +222,22 @@ def _wait(
     return _answer(final, since, SHUTDOWN if hub.closing else "timeout")
 
 
-def order_event_stream(
+# What an order's update stream yields besides order JSON.
+IDLE = "idle"  # nothing happened for a heartbeat interval
+GOING_AWAY = "going-away"  # the worker is stopping: the client reconnects elsewhere
+
+
+def order_updates(
     order_id: str, token: str | None, last_event_id: str | None, heartbeat: float
-) -> tuple[Watch, Callable[[Connection], Iterator[str]]] | None:
-    """Authorize and subscribe now; return the watch and the stream's frames, or None when
+) -> tuple[Watch, Callable[[Connection], Iterator[dict | str]]] | None:
+    """Authorize and subscribe now; return the watch and the order's updates, or None when
     the order is settled and the client has its last event already (nothing will ever come).
 
-    The frames replay the buffered events newer than `last_event_id` (and the current state
+    The updates replay the buffered events newer than `last_event_id` (and the current state
     when the buffer does not reach it), then live events, each version once and in order,
-    until a terminal one. The watch is registered before the buffer is read, so nothing
-    falls between.
+    until a terminal one; IDLE after each quiet `heartbeat`, GOING_AWAY (and the end) when
+    the worker stops. The watch is registered before the buffer is read, so nothing falls
+    between. SSE and WebSocket routes frame the same updates.
     """
     if not token:
         raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
@@ -256,15 +262,15 @@ def order_event_stream(
         watch.close()
         return None
 
-    def frames(connection: Connection) -> Iterator[str]:
+    def updates(connection: Connection) -> Iterator[dict | str]:
         sent = last_id if last_id is not None else 0
 
-        def newer(order: dict) -> Iterator[str]:
+        def newer(order: dict) -> Iterator[dict]:
             nonlocal sent
             if order["version"] > sent:
                 sent = order["version"]
                 connection.last_status = order["paymentStatus"]
-                yield sse.event(order, name="order_status", event_id=sent)
+                yield order
 
         for order in backlog:
             yield from newer(order)
@@ -273,14 +279,15 @@ def order_event_stream(
         while state["paymentStatus"] not in TERMINAL_PAYMENT_STATUSES:
             delivery = watch.next(heartbeat)
             if delivery is None:
-                yield sse.HEARTBEAT
+                yield IDLE
                 continue
             if delivery.source == SHUTDOWN:
-                return  # the browser reconnects elsewhere with its Last-Event-ID
+                yield GOING_AWAY
+                return
             state = json.loads(delivery.data)
             yield from newer(state)
 
-    return watch, frames
+    return watch, updates
 
 
 def _cached_order(order_id: str, token: str) -> dict | None:

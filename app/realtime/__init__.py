@@ -2,6 +2,7 @@
 
 from flask import current_app
 
+from . import websocket
 from .connections import LeaseLimiter, Presence, registry
 from .hub import Delivery, Hub, Watch
 from .publish import Publisher
@@ -60,6 +61,7 @@ def init_app(app) -> None:
     # What the server starts in each worker, and what it stops when the worker is told to.
     app.extensions["background"] = [hub.start, app.extensions["presence"].start]
     app.extensions["shutdown"] = [hub.drain]
+    websocket.init_app(app)
 
 
 def current_hub() -> Hub:
