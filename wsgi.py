@@ -1,7 +1,10 @@
 """WSGI entry point: make every blocking call cooperative FIRST, then build the app."""
 
+import gevent
 from gevent import monkey
 
+# gevent records where every greenlet was spawned from: frames a held request would keep alive.
+gevent.config.track_greenlet_tree = False
 monkey.patch_all()
 
 from psycogreen.gevent import patch_psycopg  # noqa: E402

@@ -5,6 +5,7 @@ import os
 from flask import Flask
 from sqlalchemy import event
 
+from app import security
 from app.config import Config
 
 
@@ -17,6 +18,7 @@ def create_app(config_class: type = Config, **overrides) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
+    security.trust_proxies(app)
     return app
 
 

@@ -23,11 +23,6 @@ def init_app(app) -> None:
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
     app.before_request(require_json_bodies)
     app.after_request(add_security_headers)
-    proxies = app.config["PROXY_FIX_X_FOR"]
-    if proxies:
-        # Behind nginx the peer is the proxy: the client is in X-Forwarded-For, and the
-        # per-address limits must count clients, not the proxy.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     origins = app.config["CORS_ORIGINS"]
     if origins:
         CORS(
@@ -37,6 +32,15 @@ def init_app(app) -> None:
             expose_headers=["Retry-After"],
             max_age=600,
         )
+
+
+def trust_proxies(app) -> None:
+    """Behind nginx the peer is the proxy: the client is in X-Forwarded-For, and the
+    per-address limits must count clients, not the proxy. Outermost of the WSGI wrappers,
+    so every route sees the client's address."""
+    proxies = app.config["PROXY_FIX_X_FOR"]
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
 
 
 def require_json_bodies():

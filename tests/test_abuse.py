@@ -141,6 +141,35 @@ def test_cors_only_for_configured_origins(make_app):
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
+def test_the_plain_wsgi_wait_route_answers_as_the_flask_route_would(make_app):
+    """Waits are served ahead of Flask (app/orders/wait_route.py); a cross-origin wait with
+    CORS on goes through Flask for flask-cors's headers. Both answer the same."""
+    lean = make_app().test_client()
+    order = create_order(lean)
+    url = f"/api/orders/{order['orderId']}/wait?timeout=0&since=0"
+    direct = lean.get(url, headers=auth(order))
+    cors = make_app(CORS_ORIGINS=["https://shop.example"]).test_client()
+    through_flask = cors.get(url, headers={**auth(order), "Origin": "https://shop.example"})
+    assert through_flask.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert "Access-Control-Allow-Origin" not in direct.headers
+    for response in (direct, through_flask):
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert direct.data == through_flask.data  # same bytes: same encoder, same fields
+    assert direct.get_json()["source"] == "cache"
+
+    for path, status in [
+        (f"/api/orders/{order['orderId']}/wait?timeout=x", 400),
+        (f"/api/orders/{order['orderId']}/wait", 401),
+        ("/api/orders/not-an-id/wait?token=t", 404),
+    ]:
+        lean_error, flask_error = lean.get(path), cors.get(path, headers={"Origin": "x"})
+        assert lean_error.status_code == flask_error.status_code == status, path
+        assert lean_error.data == flask_error.data, path
+
+
 # -- rate and wait limits --------------------------------------------------------------------
 
 

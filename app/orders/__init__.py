@@ -10,10 +10,12 @@ socket_bp = Blueprint("order_socket", __name__, url_prefix="/api/orders")
 
 def init_app(app) -> None:
     """Register the routes, and the hub's database poll for order channels."""
-    from . import events, routes, services  # noqa: F401  (routes attach to bp)
+    from . import events, routes, services, wait_route  # noqa: F401  (routes attach to bp)
 
     app.register_blueprint(bp)
     app.register_blueprint(socket_bp)
+    # Held waits are served ahead of Flask: see wait_route.
+    app.wsgi_app = wait_route.WaitRoute(app, app.wsgi_app)
 
     def poll(order_ids: list[str]):
         with app.app_context():

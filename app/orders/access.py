@@ -21,8 +21,14 @@ def token_matches(token: str, stored_hash: str) -> bool:
 
 def token_from_request(request) -> str | None:
     """The order token from `Authorization: Bearer <token>` or `?token=`."""
-    header = request.headers.get("Authorization", "")
+    return (
+        bearer_token(request.headers.get("Authorization", "")) or request.args.get("token") or None
+    )
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, if that is what it is."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.args.get("token") or None
+    return None

@@ -200,6 +200,9 @@ def _wait(
             since = current["version"]
         if _is_news(current, since):
             return _answer(current, since, source)
+        # While blocked, keep what we know as one string, not two decoded orders: a held
+        # wait's memory is mostly what its frames keep alive.
+        known, cached, current = events.encode(current), None, None
 
         with _held_wait_slots(client, order_id):
             log.info(
@@ -218,7 +221,7 @@ def _wait(
     # Timed out: the database is the truth, read it once more (or keep what we know).
     # A stopping worker answers "shutdown" instead, early or not: the client asks again at
     # once, and reaches a worker that is not stopping.
-    final, _ = _current_order(order_id, token, current)
+    final, _ = _current_order(order_id, token, known)
     return _answer(final, since, SHUTDOWN if hub.closing else "timeout")
 
 
@@ -301,8 +304,9 @@ def _cached_order(order_id: str, token: str) -> dict | None:
     return order_json
 
 
-def _current_order(order_id: str, token: str, known: dict | None) -> tuple[dict, str]:
-    """The order from the database, or `known` (already authorized) when the database is down."""
+def _current_order(order_id: str, token: str, known: dict | str | None) -> tuple[dict, str]:
+    """The order from the database, or `known` (already authorized; the order or its JSON)
+    when the database is down."""
     try:
         return authorize(order_id, token).to_json(), "db"
     except DATABASE_DOWN:
@@ -310,9 +314,9 @@ def _current_order(order_id: str, token: str, known: dict | None) -> tuple[dict,
             raise ServiceUnavailable(
                 "database unavailable and no cached state of this order, retry shortly"
             ) from None
-        return known, "cache"
+        return (json.loads(known) if isinstance(known, str) else known), "cache"
     finally:
-        db.session.close()  # hand the connection back before blocking
+        db.session.remove()  # hand the connection back, and drop the session, before blocking
 
 
 def expire_stale(older_than_seconds: int, limit: int = 500) -> int:

@@ -1,0 +1,120 @@
+"""The long-poll route as plain WSGI, in front of Flask.
+
+A held wait spends its life blocked. Served through Flask it keeps a request context, the
+routing results and a deeper stack alive all that time; served here it keeps an application
+context (for the database session) and little else. Same service, same answers, same JSON
+errors and headers. Every other request, and a cross-origin one when CORS is on (flask-cors
+answers those), goes on to Flask.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import parse_qsl
+
+from werkzeug.datastructures import MultiDict
+
+from app.errors import DATABASE_DOWN, ApiError
+from app.realtime.hub import first_line
+
+from . import services
+from .access import bearer_token
+from .schemas import parse_wait
+
+log = logging.getLogger(__name__)
+
+WAIT_PATH = re.compile(r"/api/orders/([^/]+)/wait")
+SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
+_STATUS_LINES = {
+    200: "200 OK",
+    400: "400 BAD REQUEST",
+    401: "401 UNAUTHORIZED",
+    404: "404 NOT FOUND",
+    429: "429 TOO MANY REQUESTS",
+    500: "500 INTERNAL SERVER ERROR",
+    503: "503 SERVICE UNAVAILABLE",
+}
+
+
+class WaitRoute:
+    """WSGI middleware serving `GET /api/orders/<id>/wait`; the rest goes to `next_app`."""
+
+    def __init__(self, app, next_app):
+        self.app = app
+        self.next_app = next_app
+
+    def __call__(self, environ, start_response):
+        match = WAIT_PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if (
+            match is None
+            or environ["REQUEST_METHOD"] != "GET"
+            or (self.app.config["CORS_ORIGINS"] and "HTTP_ORIGIN" in environ)
+        ):
+            return self.next_app(environ, start_response)
+        with self.app.app_context():
+            try:
+                answer = self._wait(match.group(1), environ)
+            except ApiError as err:
+                return self._error(start_response, err.status, err.message, err.retry_after)
+            except DATABASE_DOWN as err:
+                log.error("database unavailable: %s", first_line(err))
+                return self._error(start_response, 503, "database unavailable, retry shortly")
+            except Exception:
+                log.exception("wait failed")
+                return self._error(start_response, 500, "Internal Server Error")
+            body = _json(self.app, answer.body)
+        start_response(_STATUS_LINES[200], _json_headers(body))
+        return _Body(body, answer.written)
+
+    def _wait(self, order_id: str, environ) -> services.WaitAnswer:
+        cfg = self.app.config
+        args = MultiDict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+        params = parse_wait(
+            args,
+            default_timeout_ms=cfg["LONGPOLL_DEFAULT_TIMEOUT_MS"],
+            max_timeout_ms=cfg["LONGPOLL_MAX_TIMEOUT_MS"],
+        )
+        token = bearer_token(environ.get("HTTP_AUTHORIZATION", "")) or args.get("token") or None
+        del args  # nothing of the request outlives its parsing
+        client = environ.get("REMOTE_ADDR") or "-"
+        return services.wait_for_update(
+            order_id, token, params.since, params.timeout_ms, client=client
+        )
+
+    def _error(self, start_response, status: int, message: str, retry_after=None):
+        body = _json(self.app, {"success": False, "error": message})
+        headers = _json_headers(body)
+        if retry_after is not None:
+            headers.append(("Retry-After", str(retry_after)))
+        start_response(_STATUS_LINES.get(status, f"{status} ERROR"), headers)
+        return [body]
+
+
+def _json(app, value) -> bytes:
+    """As Flask's jsonify writes it (outside debug mode)."""
+    return app.json.dumps(value, separators=(",", ":")).encode() + b"\n"
+
+
+def _json_headers(body: bytes) -> list[tuple[str, str]]:
+    return [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        *SECURITY_HEADERS,
+    ]
+
+
+class _Body:
+    """The answer's bytes; the server calls close() once they are written."""
+
+    __slots__ = ("_chunks", "_on_close")
+
+    def __init__(self, body: bytes, on_close):
+        self._chunks = (body,)
+        self._on_close = on_close
+
+    def __iter__(self):
+        return iter(self._chunks)
+
+    def close(self) -> None:
+        self._on_close()
