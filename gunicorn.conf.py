@@ -49,6 +49,14 @@ def on_exit(server):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
+def worker_exit(server, worker):
+    """Before a stopped worker's process ends: answer what it still holds outside gunicorn's
+    own requests (parked long polls), within the graceful timeout."""
+    app = getattr(worker, "wsgi", None)
+    for wait in getattr(app, "extensions", {}).get("drained", []):
+        wait(graceful_timeout)
+
+
 def post_worker_init(worker):
     """Start this worker's hub and background greenlets now (the hub logs its Redis status
     at start, not at first use)."""
@@ -59,6 +67,32 @@ def post_worker_init(worker):
     # again and again: they stalled every held request for about 100 ms under load.
     gc.freeze()
     drain_on_sigterm(worker)
+    trim_freed_memory(float(os.environ.get("MALLOC_TRIM_INTERVAL", "2")))
+
+
+def trim_freed_memory(interval: float) -> None:
+    """Give memory freed by finished requests back to the system every `interval` seconds.
+
+    A burst of long polls runs thousands of greenlets at once; once their waits are parked
+    (app/realtime/parking.py) the greenlets are gone, but glibc keeps the freed memory in
+    its heap, where it counts as the worker's RSS. malloc_trim(0) returns it. 0 disables."""
+    import ctypes
+
+    import gevent
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return  # not glibc: nothing to do
+    if interval <= 0:
+        return
+
+    def loop():
+        while True:
+            gevent.sleep(interval)
+            trim(0)
+
+    gevent.spawn(loop)
 
 
 def drain_on_sigterm(worker):

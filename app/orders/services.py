@@ -96,7 +96,7 @@ def authorize(order_id: str, token: str | None) -> Order:
     return order
 
 
-def _is_news(order_json: dict, since: int) -> bool:
+def is_news(order_json: dict, since: int) -> bool:
     return order_json["version"] > since or order_json["paymentStatus"] in TERMINAL_PAYMENT_STATUSES
 
 
@@ -108,6 +108,7 @@ class WaitAnswer:
     order_id: str
     started: float  # time.monotonic() when the wait began
     received: float | None = None  # when the hub got the delivery that answered, if one did
+    connection: Connection | None = None  # its place in the registry while held
 
     def written(self) -> None:
         """Count and log the answer: call once it was sent to the client."""
@@ -133,20 +134,33 @@ class WaitAnswer:
         )
 
 
-def _answer(order_json: dict, since: int, source: str) -> dict:
+def answer_body(order_json: dict, since: int, source: str) -> dict:
     return {**order_json, "changed": order_json["version"] > since, "source": source}
 
 
+# Parks a wait that is about to block: (answer, since, known state as JSON, wait slots,
+# deadline, watch) -> True once parked (whoever parked it answers it later, then calls
+# release_parked_wait), or False when a delivery pending on the watch answered it at once
+# (answer.body is set).
+Park = Callable[["WaitAnswer", int, str, list, float, Watch], bool]
+
+
 def wait_for_update(
-    order_id: str, token: str | None, since: int | None, timeout_ms: int, client: str = "-"
-) -> WaitAnswer:
+    order_id: str,
+    token: str | None,
+    since: int | None,
+    timeout_ms: int,
+    client: str = "-",
+    park: Park | None = None,
+) -> WaitAnswer | None:
     """Answer as soon as the order moves past `since` (or is terminal), else after the timeout.
 
     The waiter registers with the hub BEFORE reading any state, so a change committed after
     the read is delivered by the hub; while blocked it holds no database connection. With the
     database down it carries on from the cached state, and only fails when there is none.
     A wait that is going to block needs a slot for its `client` address and for its order
-    (429 when either holds its limit already).
+    (429 when either holds its limit already). With `park`, a wait that would block is handed
+    over to it instead, and None is returned.
     """
     if not token:
         raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
@@ -154,20 +168,57 @@ def wait_for_update(
         raise NotFound("order not found")
     hub = current_hub()
     answer = WaitAnswer({}, order_id, time.monotonic())
-    connection = registry.open("wait", order_id)
+    answer.connection = registry.open("wait", order_id)
+    deadline = answer.started + timeout_ms / 1000
+    body = None
     try:
-        answer.body = _wait(hub, answer, token, since, answer.started + timeout_ms / 1000, client)
+        body = _wait(hub, answer, token, since, deadline, client, park)
     finally:
-        registry.close(connection)
+        if body is not PARKED:
+            registry.close(answer.connection)
+    if body is PARKED:
+        return None
+    answer.body = body
     return answer
+
+
+def release_parked_wait(answer: "WaitAnswer", slots: list) -> None:
+    """What a parked wait holds, given back once it was answered."""
+    registry.close(answer.connection)
+    give_back_wait_slots(slots)
+
+
+def final_answers(parked: list[tuple[str, int, str]], source: str) -> list[dict]:
+    """Answers of parked waits (order id, since, known state as JSON) at their deadline or at
+    shutdown: the database is the truth, read for all of them at once (or what we know)."""
+    try:
+        latest = {
+            order_id: json.loads(message)
+            for order_id, (_, message) in latest_versions([p[0] for p in parked]).items()
+        }
+    except DATABASE_DOWN:
+        db.session.remove()
+        latest = {}
+    return [
+        answer_body(latest.get(order_id) or json.loads(known), since, source)
+        for order_id, since, known in parked
+    ]
 
 
 @contextmanager
 def _held_wait_slots(client: str, order_id: str) -> Iterator[None]:
+    slots = take_wait_slots(client, order_id)
+    try:
+        yield
+    finally:
+        give_back_wait_slots(slots)
+
+
+def take_wait_slots(client: str, order_id: str) -> list:
     """One slot per client address and one per order while a wait is held, or 429."""
     per_client, per_order = current_app.extensions["wait_limits"]
     lease_id = uuid4().hex
-    taken = []
+    taken: list = []
     try:
         for limiter, owner, whose in (
             (per_client, client, "this address"),
@@ -180,49 +231,76 @@ def _held_wait_slots(client: str, order_id: str) -> Iterator[None]:
                     retry_after=WAIT_RETRY_AFTER_S,
                 )
             taken.append((limiter, owner, lease))
-        yield
-    finally:
-        for limiter, owner, lease in taken:
-            limiter.release(owner, lease)
+    except BaseException:
+        give_back_wait_slots(taken)
+        raise
+    return taken
+
+
+def give_back_wait_slots(slots: list) -> None:
+    for limiter, owner, lease in slots:
+        limiter.release(owner, lease)
+
+
+PARKED = object()  # _wait's result for a wait handed over to `park`
 
 
 def _wait(
-    hub, answer: WaitAnswer, token: str, since: int | None, deadline: float, client: str
-) -> dict:
+    hub,
+    answer: WaitAnswer,
+    token: str,
+    since: int | None,
+    deadline: float,
+    client: str,
+    park: Park | None,
+) -> dict | object:
     order_id = answer.order_id
     with hub.watch(events.channel(order_id)) as watch:
         cached = None if hub.redis_down else _cached_order(order_id, token)
-        if since is not None and cached is not None and _is_news(cached, since):
-            return _answer(cached, since, "cache")
+        if since is not None and cached is not None and is_news(cached, since):
+            return answer_body(cached, since, "cache")
 
         current, source = _current_order(order_id, token, cached)
         if since is None:
             since = current["version"]
-        if _is_news(current, since):
-            return _answer(current, since, source)
+        if is_news(current, since):
+            return answer_body(current, since, source)
         # While blocked, keep what we know as one string, not two decoded orders: a held
         # wait's memory is mostly what its frames keep alive.
         known, cached, current = events.encode(current), None, None
 
+        if park is not None and not hub.closing:
+            slots = take_wait_slots(client, order_id)
+            _log_held(order_id, since)
+            try:
+                if park(answer, since, known, slots, deadline, watch):
+                    return PARKED
+            except BaseException:
+                give_back_wait_slots(slots)
+                raise
+            give_back_wait_slots(slots)
+            return answer.body  # a delivery pending on the watch answered it
+
         with _held_wait_slots(client, order_id):
-            log.info(
-                "wait held",
-                extra=fields(event="wait.started", order_id=order_id, since=since),
-            )
+            _log_held(order_id, since)
             while not hub.closing and (remaining := deadline - time.monotonic()) > 0:
                 delivery = watch.next(remaining)
                 if delivery is None or delivery.source == SHUTDOWN:
                     break
                 published = json.loads(delivery.data)
-                if _is_news(published, since):
+                if is_news(published, since):
                     answer.received = delivery.received
-                    return _answer(published, since, delivery.source)
+                    return answer_body(published, since, delivery.source)
 
     # Timed out: the database is the truth, read it once more (or keep what we know).
     # A stopping worker answers "shutdown" instead, early or not: the client asks again at
     # once, and reaches a worker that is not stopping.
     final, _ = _current_order(order_id, token, known)
-    return _answer(final, since, SHUTDOWN if hub.closing else "timeout")
+    return answer_body(final, since, SHUTDOWN if hub.closing else "timeout")
+
+
+def _log_held(order_id: str, since: int) -> None:
+    log.info("wait held", extra=fields(event="wait.started", order_id=order_id, since=since))
 
 
 # What an order's update stream yields besides order JSON.

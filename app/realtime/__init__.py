@@ -5,6 +5,7 @@ from flask import current_app
 from . import websocket
 from .connections import LeaseLimiter, Presence, registry
 from .hub import Delivery, Hub, Watch
+from .parking import ParkingLot
 from .publish import Publisher
 
 __all__ = [
@@ -61,6 +62,10 @@ def init_app(app) -> None:
     # What the server starts in each worker, and what it stops when the worker is told to.
     app.extensions["background"] = [hub.start, app.extensions["presence"].start]
     app.extensions["shutdown"] = [hub.drain]
+    # Requests held by their socket alone (app/realtime/parking.py); the worker waits for
+    # them to be answered before it exits.
+    app.extensions["parking"] = lot = ParkingLot(hub)
+    app.extensions["drained"] = [lot.wait_empty]
     websocket.init_app(app)
 
 

@@ -49,6 +49,8 @@ PollSource = Callable[[list[str]], dict[str, tuple[int, str]]]
 
 
 SHUTDOWN = "shutdown"
+# What redis-py's BlockingConnectionPool raises when no connection freed up in time.
+POOL_EXHAUSTED = "No connection available."
 
 
 class Delivery(NamedTuple):
@@ -82,6 +84,10 @@ class Watch:
         self._hub = hub
         self._sub = sub
         self._follower = sub.broadcast.follow()
+
+    @property
+    def channel(self) -> str:
+        return self._sub.name
 
     def next(self, timeout: float) -> Delivery | None:
         """Block until the next delivery on the channel, or None once `timeout` seconds pass."""
@@ -177,12 +183,13 @@ class Hub:
         self._canary_channel = f"hub:canary:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._canary_token = 0
         self._canary_sent_at: float | None = None  # set while an echo is awaited
+        self._canary_echoed = 0  # the last token that came back
         self._canary_failure: str | None = None
         self._reader: gevent.Greenlet | None = None
         self._poller: gevent.Greenlet | None = None
         self._poll_due = Event()  # wakes the poller before its interval is up
         self._recheck_pending = False  # a forced re-read is owed since the last reconnect
-        self.parked = 0  # waiters blocked in Watch.next right now
+        self.parked = 0  # waiters blocked in Watch.next, or parked in a lot, right now
         self.closing = False  # the worker is shutting down: nothing may block any more
         self.connected = False
         self.redis_down = False  # True once a connection attempt failed, until one succeeds
@@ -250,14 +257,21 @@ class Hub:
         return watch
 
     def add_handler(
-        self, name: str, callback: Callable[[Delivery], None], *, pattern: bool = False
+        self,
+        name: str,
+        callback: Callable[[Delivery], None],
+        *,
+        pattern: bool = False,
+        like_watch: bool = False,
     ) -> Handler:
         """Call `callback(delivery)` in the hub greenlet for each message on a channel/pattern.
 
         Callbacks must be quick and must not block; hand real work to another greenlet.
+        `like_watch`: the channel is subscribed the way watch() subscribes (sharded when the
+        hub is), so handler and watchers share one subscription.
         """
         self.start()
-        kind = PATTERN if pattern else CHANNEL
+        kind = PATTERN if pattern else self._watch_kind if like_watch else CHANNEL
         sub, created = self._register(kind, name)
         sub.handlers.append(callback)
         handler = Handler(sub, callback)
@@ -301,6 +315,11 @@ class Hub:
             self._send(_UNSUBSCRIBE[sub.kind], sub.name)
 
     # -- counts ----------------------------------------------------------------------------
+
+    def count_parked(self, delta: int) -> None:
+        """Requests held by a parking lot count as registered and parked waiters too."""
+        self._waiters += delta
+        self.parked += delta
 
     def stats(self) -> dict:
         channels = sum(1 for kind, _ in self._subs if kind != PATTERN)
@@ -457,15 +476,28 @@ class Hub:
         gevent.spawn(self._publish_canary, self._canary_token)
 
     def _publish_canary(self, token: int) -> None:
-        """Publish in a greenlet of its own: a frozen server must not block the reader."""
+        """Publish in a greenlet of its own: a frozen server must not block the reader.
+
+        The echo is awaited from the moment Redis took the publish: under load the publish
+        may queue for a command connection, which says nothing about the subscription. For
+        the same reason a pool with no free connection skips this round instead of failing.
+        """
         try:
             receivers = self._publisher.publish(self._canary_channel, str(token))
         except RedisError as exc:
+            if token == self._canary_token and str(exc) == POOL_EXHAUSTED:
+                log.debug("canary skipped: every command connection is busy")
+                self._canary_sent_at = None
+                return
             failure = f"canary publish failed: {exc}"
         else:
             failure = None if receivers else "canary reached no subscriber"
-        if failure and token == self._canary_token:
+        if token != self._canary_token:
+            return
+        if failure:
             self._canary_failure = failure
+        elif self._canary_echoed != token:
+            self._canary_sent_at = time.monotonic()
 
     def _dispatch(self, response) -> None:
         if not isinstance(response, list):
@@ -474,6 +506,7 @@ class Hub:
         if kind == "message":
             if response[1] == self._canary_channel:
                 if response[2] == str(self._canary_token):
+                    self._canary_echoed = self._canary_token
                     self._canary_sent_at = None
                 return
             sub = self._subs.get((CHANNEL, response[1]))

@@ -1,0 +1,219 @@
+"""Parked requests: long polls held by their socket alone, without a greenlet each.
+
+A held request served the usual way keeps its greenlet, that greenlet's stack and the
+server's per-request objects alive until it is answered: about 15 KiB before the application
+adds anything (gunicorn's gevent worker, measured). A parked request is a duplicate of the
+client's socket plus a few fields: the server's greenlet finishes and its objects are freed.
+
+The lot subscribes through the hub (one handler per channel, whatever the number of parked
+requests on it). One writer greenlet answers the parked requests a delivery concerns, one
+after the other, and one timer greenlet answers those whose deadline passed, in batches, so
+a feature can read the final state of all of them with one query. On shutdown every parked
+request is answered at once, and the worker waits for that before it exits.
+
+The lot knows no feature: a parked request is a subclass of `Parked` that turns a delivery
+(or its deadline) into the bytes of its HTTP response.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+
+import gevent
+from gevent.event import Event
+
+from .hub import SHUTDOWN, Delivery, Handler, Hub, Watch
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = "timeout"
+
+
+class Parked:
+    """One parked request. Subclasses answer deliveries and write what they owe afterwards."""
+
+    __slots__ = ("sock", "channel", "deadline", "done")
+
+    def __init__(self, sock, channel: str, deadline: float):
+        self.sock = sock  # a duplicate of the client's socket; the server closed its own
+        self.channel = channel
+        self.deadline = deadline  # time.monotonic()
+        self.done = False
+
+    def answer(self, delivery: Delivery, memo: dict) -> bytes | None:
+        """The response to write if `delivery` answers this request, else None. `memo` is
+        shared by every request the delivery is offered to: decode or encode once there."""
+        raise NotImplementedError
+
+    def written(self) -> None:
+        """Called once the response was written (or the client was found gone)."""
+
+    @classmethod
+    def finish(cls, requests: list[Parked], reason: str) -> list[bytes]:
+        """The responses, in order, of requests whose deadline passed (TIMEOUT) or whose
+        worker stops (SHUTDOWN): one call for many, so their state is read in one go."""
+        raise NotImplementedError
+
+
+class ParkingLot:
+    def __init__(self, hub: Hub):
+        self._hub = hub
+        self._by_channel: dict[str, dict[Parked, None]] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._deadlines: list[tuple[float, int, Parked]] = []
+        self._order = itertools.count()
+        self._deliveries: list[Delivery] = []
+        self._delivered = Event()
+        self._timer_reset = Event()
+        self._emptied = Event()
+        self._emptied.set()
+        self._writer: gevent.Greenlet | None = None
+        self._timer: gevent.Greenlet | None = None
+        self.count = 0
+
+    def park(self, request: Parked, watch: Watch) -> bytes | None:
+        """Take over `request`, whose `watch` is registered already. Returns the response to
+        write right away when a delivery that answers it came in meanwhile (nothing is
+        parked then); else None, and the lot answers it later."""
+        self._ensure_running()
+        channel = request.channel
+        if channel not in self._handlers:
+            # The watch holds the subscription, so no command is sent here.
+            self._handlers[channel] = self._hub.add_handler(
+                channel, self._on_delivery, like_watch=True
+            )
+        try:
+            # What came in since the watch was taken. Once this finds nothing, nothing below
+            # switches greenlets until the request is parked: no delivery falls between.
+            response = None
+            while response is None and (delivery := watch.next(0)) is not None:
+                if delivery.source == SHUTDOWN:
+                    response = type(request).finish([request], SHUTDOWN)[0]
+                else:
+                    response = request.answer(delivery, {})
+        finally:
+            watch.close()
+        if response is not None:
+            if not self._by_channel.get(channel):
+                self._forget(channel)
+            return response
+        self._by_channel.setdefault(channel, {})[request] = None
+        heapq.heappush(self._deadlines, (request.deadline, next(self._order), request))
+        if self._deadlines[0][2] is request:
+            self._timer_reset.set()  # earlier than what the timer sleeps for
+        self.count += 1
+        self._hub.count_parked(1)
+        self._emptied.clear()
+        return None
+
+    def wait_empty(self, timeout: float) -> bool:
+        """After a drain (graceful shutdown), block until every parked request was answered,
+        at most `timeout` seconds. Without one (a quick shutdown) there is nothing to wait
+        for: nobody answers them."""
+        return self._hub.closing and self._emptied.wait(timeout)
+
+    def stop(self) -> None:
+        gevent.killall([g for g in (self._writer, self._timer) if g is not None])
+        self._writer = self._timer = None
+
+    # -- inside the lot ----------------------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        if self._writer is None or self._writer.dead:
+            self._writer = gevent.spawn(self._write_deliveries)
+        if self._timer is None or self._timer.dead:
+            self._timer = gevent.spawn(self._expire_deadlines)
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        # In the hub's greenlet: queue it, nothing more.
+        self._deliveries.append(delivery)
+        self._delivered.set()
+
+    def _write_deliveries(self) -> None:
+        while True:
+            self._delivered.wait()
+            self._delivered.clear()
+            deliveries, self._deliveries = self._deliveries, []
+            if any(d.source == SHUTDOWN for d in deliveries):
+                # The worker stops: answer everything parked, in one batch.
+                everything = [r for parked in self._by_channel.values() for r in parked]
+                try:
+                    self._finish_and_write(everything, SHUTDOWN)
+                except Exception:
+                    log.exception("parked requests not answered at shutdown")
+                continue
+            for delivery in deliveries:
+                try:
+                    self._answer_channel(delivery)
+                except Exception:
+                    log.exception("parked requests of %s not answered", delivery.channel)
+
+    def _answer_channel(self, delivery: Delivery) -> None:
+        parked = self._by_channel.get(delivery.channel)
+        if not parked:
+            return
+        memo: dict = {}
+        for request in list(parked):
+            if not request.done and (response := request.answer(delivery, memo)) is not None:
+                self._write(request, response)
+
+    def _expire_deadlines(self) -> None:
+        while True:
+            wait_for = self._deadlines[0][0] - time.monotonic() if self._deadlines else None
+            if wait_for is None or wait_for > 0:
+                self._timer_reset.wait(wait_for)
+                self._timer_reset.clear()
+                continue
+            now, due = time.monotonic(), []
+            while self._deadlines and self._deadlines[0][0] <= now:
+                request = heapq.heappop(self._deadlines)[2]
+                if not request.done:
+                    due.append(request)
+            if due:
+                try:
+                    self._finish_and_write(due, TIMEOUT)
+                except Exception:
+                    log.exception("%d expired parked requests not answered", len(due))
+
+    def _finish_and_write(self, requests: list[Parked], reason: str) -> None:
+        by_kind: dict[type[Parked], list[Parked]] = {}
+        for request in requests:
+            if not request.done:
+                by_kind.setdefault(type(request), []).append(request)
+        for kind, group in by_kind.items():
+            for request, response in zip(group, kind.finish(group, reason), strict=True):
+                self._write(request, response)
+
+    def _write(self, request: Parked, response: bytes) -> None:
+        if request.done:
+            return
+        request.done = True
+        parked = self._by_channel.get(request.channel)
+        if parked is not None:
+            parked.pop(request, None)
+            if not parked:
+                self._forget(request.channel)
+        self.count -= 1
+        self._hub.count_parked(-1)
+        try:
+            request.sock.sendall(response)
+        except OSError:
+            pass  # the client left; nothing to tell it
+        finally:
+            request.sock.close()
+            request.sock = None
+            if self.count == 0:
+                self._emptied.set()
+            try:
+                request.written()
+            except Exception:
+                log.exception("after writing a parked response")
+
+    def _forget(self, channel: str) -> None:
+        self._by_channel.pop(channel, None)
+        handler = self._handlers.pop(channel, None)
+        if handler is not None:
+            self._hub.remove_handler(handler)

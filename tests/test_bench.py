@@ -1,0 +1,105 @@
+"""The benchmark (bench/longpoll.py) runs end to end at a small size.
+
+As `make bench` runs it, in a subprocess: its own PostgreSQL database, its own redis-server,
+its own gunicorn, and with nginx + nchan installed its own nginx. Every shape runs; the exit
+code is 0 (every answer correct) and every row of its table has a number and, where it has a
+target, a computed yes/no. Targets themselves are not judged here: at 50 waits on a shared
+machine they say nothing.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import servers
+
+BENCH = servers.ROOT / "bench" / "longpoll.py"
+SIZE = "50"
+
+# Every row of the table, by the start of its figure.
+APP_ROWS = [
+    "held waits answered correctly, spread",
+    "worker RSS per held wait, spread",
+    "spread webhook->answer p50",
+    "spread webhook->answer p99",
+    "spread webhooks per second",
+    "Redis connections per worker",
+    "DB reads of orders per wait answered by pub/sub",
+    "DB reads of orders per wait on a cache hit",
+    "internal delivery p99",
+    "settlement p99",
+    "cold worker",
+    "CPU s generator / worker, spread",
+    "held waits answered correctly, fan-out",
+    "worker RSS per held wait, fan-out",
+    "fan-out webhook -> last answer",
+    "CPU s generator / worker, fan-out",
+    "sustained webhooks per second",
+    "CPU s generator / worker, sustained",
+]
+NCHAN_ROWS = [
+    "nchan subscribers answered correctly, spread",
+    "nchan RSS per held subscriber, spread",
+    "nchan spread publish->answer p50 / p99",
+    "nchan subscribers answered correctly, fan-out",
+    "nchan RSS per held subscriber, fan-out",
+    "nchan fan-out publish -> last answer",
+    "ratio RSS per held wait, app/nchan",
+    "ratio fan-out last answer, app/nchan",
+    "CPU s generator / nginx worker, nchan spread",
+    "CPU s generator / nginx worker, nchan fan-out",
+]
+
+
+def nchan_installed() -> bool:
+    nginx = shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)
+    modules = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules")
+    return bool(nginx) and any(Path(d, "ngx_nchan_module.so").exists() for d in modules)
+
+
+def table(stdout: str) -> dict[str, tuple[str, str, str]]:
+    """figure -> (measured, target, ok?) from the printed table (its header and rule left out)."""
+    rows = {}
+    for line in stdout.splitlines():
+        if not line.startswith("| ") or line.startswith("| figure "):
+            continue
+        figure, measured, target, ok = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[figure] = (measured, target, ok)
+    return rows
+
+
+@pytest.mark.timeout(320)
+def test_every_shape_runs_and_every_row_has_a_number():
+    with_nchan = nchan_installed()
+    args = [sys.executable, str(BENCH), "--orders", SIZE, "--fanout", SIZE, "--sustained", SIZE]
+    args += ["--vs-nchan"] if with_nchan else []
+    env = dict(os.environ)
+    if "TEST_POSTGRES_URL" in os.environ:
+        env["BENCH_POSTGRES_URL"] = os.environ["TEST_POSTGRES_URL"]
+    result = subprocess.run(
+        args, cwd=servers.ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    output = f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, output
+
+    rows = table(result.stdout)
+    expected = APP_ROWS + (NCHAN_ROWS if with_nchan else [])
+    for start in expected:
+        found = [figure for figure in rows if figure.startswith(start)]
+        assert found, f"no row {start!r}\n{output}"
+        for figure in found:
+            measured, target, ok = rows[figure]
+            assert re.search(r"\d", measured), f"{figure}: no number in {measured!r}"
+            # A row with a target says whether it was met; one without, or a ratio of a
+            # figure too small to divide by ("n/a"), says nothing.
+            judged = target != "-" and not measured.startswith("n/a")
+            assert ok in (("yes", "no") if judged else ("-",)), f"{figure}: {ok!r}"
+    assert len(rows) == len(expected), f"rows not expected:\n{output}"
+    for figure, (_, _, ok) in rows.items():
+        if "answered correctly" in figure:
+            assert ok == "yes", f"{figure}\n{output}"
