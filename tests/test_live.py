@@ -191,3 +191,34 @@ def test_concurrent_callbacks_on_sqlite_settle_an_order_only_once(live_server):
         assert len(settled) == 1, f"both deliveries settled the order: {answers}"
         assert final["paymentStatus"] == settled[0]["paymentStatus"]
         assert final["version"] == 2
+
+
+def test_parked_waits_answer_like_immediate_ones_on_delivery_and_at_their_deadline(live_server):
+    """Held waits are parked by their socket (app/realtime/parking.py): the answers written
+    by the lot carry the same headers and fields as the route's own, on a delivery and, in
+    one batch, at their deadline."""
+    server = live_server()
+    paid, idle = create(server), [create(server) for _ in range(20)]
+    immediate = wait(server, paid, timeout_ms=0)
+    held = gevent.spawn(wait, server, paid, timeout_ms=20_000)
+    expiring = [gevent.spawn(wait, server, order, timeout_ms=1_500) for order in idle]
+    servers.wait_until(lambda: parked(server) == 21, 10, message="21 waits parked")
+    assert pay(server, paid).status_code == 200
+
+    delivered = held.get(timeout=10)
+    expired = [w.get(timeout=10) for w in expiring]
+    for answer in [delivered, *expired]:
+        assert answer.status_code == 200
+        for header in ("Content-Type", "X-Content-Type-Options", "Referrer-Policy"):
+            assert answer.headers[header] == immediate.headers[header], header
+        assert set(answer.json()) == set(immediate.json())
+    body = delivered.json()
+    assert (body["source"], body["changed"], body["paymentStatus"]) == ("redis", True, "completed")
+    for order, answer in zip(idle, expired, strict=True):
+        body = answer.json()
+        assert (body["orderId"], body["source"], body["changed"]) == (
+            order["orderId"],
+            "timeout",
+            False,
+        )
+    servers.wait_until(lambda: parked(server) == 0, 5, message="the lot empty")
