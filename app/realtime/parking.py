@@ -156,9 +156,12 @@ class ParkingLot:
         if not parked:
             return
         memo: dict = {}
+        written = []
         for request in list(parked):
             if not request.done and (response := request.answer(delivery, memo)) is not None:
                 self._write(request, response)
+                written.append(request)
+        self._after_writes(written)
 
     def _expire_deadlines(self) -> None:
         while True:
@@ -184,12 +187,17 @@ class ParkingLot:
             if not request.done:
                 by_kind.setdefault(type(request), []).append(request)
         for kind, group in by_kind.items():
+            written = []
+            # finish() reads the database: meanwhile the writer may have answered some.
             for request, response in zip(group, kind.finish(group, reason), strict=True):
-                self._write(request, response)
+                if not request.done:
+                    self._write(request, response)
+                    written.append(request)
+            self._after_writes(written)
 
     def _write(self, request: Parked, response: bytes) -> None:
-        if request.done:
-            return
+        """Write and close; the bookkeeping (`written`) comes after the whole batch, so the
+        last of many waiters of one delivery is not kept waiting for the others' logs."""
         request.done = True
         parked = self._by_channel.get(request.channel)
         if parked is not None:
@@ -205,12 +213,15 @@ class ParkingLot:
         finally:
             request.sock.close()
             request.sock = None
-            if self.count == 0:
-                self._emptied.set()
+
+    def _after_writes(self, requests: list[Parked]) -> None:
+        for request in requests:
             try:
                 request.written()
             except Exception:
                 log.exception("after writing a parked response")
+        if self.count == 0:
+            self._emptied.set()
 
     def _forget(self, channel: str) -> None:
         self._by_channel.pop(channel, None)
