@@ -451,6 +451,7 @@ class Hub:
     def _read_loop(self) -> None:
         conn = self._conn
         next_canary = time.monotonic() + min(self.canary_interval, 1.0)
+        last_frame = 0.0
         while self.connected and self._conn is conn:
             now = time.monotonic()
             if self._canary_failure:
@@ -461,13 +462,15 @@ class Hub:
                     next_canary = now + self.canary_interval
                 wake_in = max(next_canary - now, 0.0)
             else:
-                wake_in = self._canary_sent_at + self.canary_timeout - now
+                wake_in = max(self._canary_sent_at, last_frame) + self.canary_timeout - now
             # What has arrived is read first: under load the echo may sit behind thousands
-            # of frames (subscribe confirmations), which is no sign of a lost subscription.
+            # of frames (subscribe confirmations), which is no sign of a lost subscription;
+            # nor is a late echo while frames keep coming. Silence past the deadline is.
             if conn.can_read(timeout=max(wake_in, 0.0)):
                 self._dispatch(conn.read_response())
+                last_frame = time.monotonic()
             elif (sent_at := self._canary_sent_at) is not None and (
-                time.monotonic() >= sent_at + self.canary_timeout
+                time.monotonic() >= max(sent_at, last_frame) + self.canary_timeout
             ):
                 raise redis.ConnectionError(f"canary not echoed within {self.canary_timeout:.1f}s")
         raise redis.ConnectionError("write to the pub/sub connection failed")
