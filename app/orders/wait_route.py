@@ -173,6 +173,7 @@ class ParkedWait(Parked):
     def written(self) -> None:
         services.release_parked_wait(self.wait, self.slots)
         self.wait.written()
+        self.wait = self.known = self.slots = None  # the lot may hold this a while longer
 
     @classmethod
     def finish(cls, requests: list[ParkedWait], reason: str) -> list[bytes]:

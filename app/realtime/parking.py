@@ -222,6 +222,11 @@ class ParkingLot:
                 log.exception("after writing a parked response")
         if self.count == 0:
             self._emptied.set()
+        # Answered requests leave the deadline heap when their deadline comes: under a steady
+        # flow of answers that is most of it. Drop them once they outnumber the parked.
+        if len(self._deadlines) > 2 * self.count + 1000:
+            self._deadlines = [entry for entry in self._deadlines if not entry[2].done]
+            heapq.heapify(self._deadlines)
 
     def _forget(self, channel: str) -> None:
         self._by_channel.pop(channel, None)
