@@ -1,9 +1,11 @@
 """The application factory."""
 
 import os
+import time
 
 from flask import Flask
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 
 from app import security
 from app.config import Config
@@ -48,6 +50,9 @@ def configure_database_url(app: Flask) -> None:
         # peer is noticed by keepalives.
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
             **options,
+            # Pinged only after being idle a while (_ping_when_idle), not on every checkout:
+            # under load that ping was a round trip and 5% of a worker per webhook and wait.
+            "pool_pre_ping": False,
             "connect_args": {
                 "connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT"],
                 "keepalives": 1,
@@ -69,9 +74,35 @@ def register_extensions(app: Flask) -> None:
     realtime.init_app(app)
     security.init_app(app)
     ratelimit.init_app(app)
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_wal)
+    elif uri.startswith("postgresql"):
+        with app.app_context():
+            _ping_when_idle(db.engine, app.config["DATABASE_PING_AFTER_IDLE"])
+
+
+def _ping_when_idle(engine, idle_seconds: float) -> None:
+    """Ping a pooled connection at checkout when it sat idle longer than `idle_seconds`;
+    one that fails is replaced. A connection in steady use has just proved itself, and a
+    failure while in use invalidates the whole pool anyway (SQLAlchemy's disconnect
+    handling), so the next checkouts reconnect."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError("idle connection failed its ping") from exc
 
 
 def _sqlite_wal(dbapi_connection, _record) -> None:

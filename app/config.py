@@ -48,6 +48,8 @@ class Config:
     }
 
     DATABASE_CONNECT_TIMEOUT = _int("DATABASE_CONNECT_TIMEOUT", 3)  # seconds, PostgreSQL
+    # A PostgreSQL connection idle longer than this (seconds) is pinged before it is used.
+    DATABASE_PING_AFTER_IDLE = _float("DATABASE_PING_AFTER_IDLE", 5.0)
 
     REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
     # Command connections per worker (cache reads, publishes); the hub adds one pub/sub connection.

@@ -362,3 +362,20 @@ def test_webhook_during_database_outage_writes_nothing(make_app, pg_url, db_prox
     # The provider's retry then goes through, once.
     assert pay(client, order).get_json()["changed"] is True
     assert pay(client, order).get_json()["duplicate"] is True
+
+
+def test_idle_database_connections_are_checked_before_use(make_app, pg_url, db_proxy):
+    """PostgreSQL connections are pinged only after DATABASE_PING_AFTER_IDLE: a pooled
+    connection that died while idle (the server restarted) is replaced, not handed out."""
+    proxied_url = normalize_database_url(pg_url).replace(":5432/", f":{db_proxy.port}/")
+    app = make_app(SQLALCHEMY_DATABASE_URI=proxied_url, DATABASE_PING_AFTER_IDLE=0.2)
+    client = app.test_client()
+    order = create_order(client)  # the pool now holds a connection through the proxy
+
+    db_proxy.stop()  # every connection through it is cut while the pool holds it idle
+    db_proxy.start()
+    time.sleep(0.3)
+
+    response = client.get(f"/api/orders/{order['orderId']}", headers=auth(order))
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["orderId"] == order["orderId"]
