@@ -141,6 +141,14 @@ def private_redis():
 
 
 @pytest.fixture
+def db_proxy():
+    """A TCP proxy in front of the machine's PostgreSQL that a test can stop, restart and mute."""
+    proxy = servers.TcpProxy(5432)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
 def live_server(pg_url, redis_url):
     """Start gunicorn (gevent workers, the repo's gunicorn.conf.py) on free loopback ports."""
     started = []

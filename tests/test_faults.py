@@ -293,13 +293,6 @@ def test_subscription_that_silently_stops_delivering_is_replaced(silent_hub):
 # -- database down ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def db_proxy():
-    proxy = servers.TcpProxy(5432)
-    yield proxy
-    proxy.stop()
-
-
 def test_database_down_webhook_503_waits_served_from_cache_and_recovery(make_app, pg_url, db_proxy):
     proxied_url = normalize_database_url(pg_url).replace(":5432/", f":{db_proxy.port}/")
     app = make_app(SQLALCHEMY_DATABASE_URI=proxied_url, DATABASE_CONNECT_TIMEOUT=2)

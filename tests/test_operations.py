@@ -7,7 +7,6 @@ import re
 import time
 
 import gevent
-import pytest
 import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -149,13 +148,6 @@ def test_readyz_says_degraded_with_redis_stopped_or_frozen(live_server, private_
     assert (status, body["status"], body["checks"]["redis"]) == (200, "degraded", "down")
     assert body["checks"]["database"] == "ok"
     assert "refused" in body["detail"]["redis"]["error"].lower()
-
-
-@pytest.fixture
-def db_proxy():
-    proxy = servers.TcpProxy(5432)
-    yield proxy
-    proxy.stop()
 
 
 def test_readyz_is_503_with_the_database_unreachable_or_silent(live_server, pg_url, db_proxy):

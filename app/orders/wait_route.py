@@ -18,6 +18,7 @@ import re
 from urllib.parse import parse_qsl
 
 from werkzeug.datastructures import MultiDict
+from werkzeug.http import HTTP_STATUS_CODES
 
 from app.errors import DATABASE_DOWN, ApiError
 from app.realtime.hub import SHUTDOWN, Delivery, Watch, first_line
@@ -31,15 +32,6 @@ log = logging.getLogger(__name__)
 
 WAIT_PATH = re.compile(r"/api/orders/([^/]+)/wait")
 SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
-_STATUS_LINES = {
-    200: "200 OK",
-    400: "400 BAD REQUEST",
-    401: "401 UNAUTHORIZED",
-    404: "404 NOT FOUND",
-    429: "429 TOO MANY REQUESTS",
-    500: "500 INTERNAL SERVER ERROR",
-    503: "503 SERVICE UNAVAILABLE",
-}
 
 
 class WaitRoute:
@@ -73,7 +65,7 @@ class WaitRoute:
                 # that raises StopIteration by closing its socket, writing nothing.
                 raise StopIteration
             body = _json(self.app, answer.body)
-        start_response(_STATUS_LINES[200], _json_headers(body))
+        start_response(_status_line(200), _json_headers(body))
         return _Body(body, answer.written)
 
     def _wait(self, order_id: str, environ) -> services.WaitAnswer | None:
@@ -109,8 +101,13 @@ class WaitRoute:
         headers = _json_headers(body)
         if retry_after is not None:
             headers.append(("Retry-After", str(retry_after)))
-        start_response(_STATUS_LINES.get(status, f"{status} ERROR"), headers)
+        start_response(_status_line(status), headers)
         return [body]
+
+
+def _status_line(status: int) -> str:
+    """As werkzeug writes it: "404 NOT FOUND"."""
+    return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
 
 
 def _json(app, value) -> bytes:
@@ -192,7 +189,7 @@ class ParkedWait(Parked):
 
 def _http_response(app, http: str, body: dict) -> bytes:
     data = _json(app, body)
-    head = [f"{http} 200 OK"]
+    head = [f"{http} {_status_line(200)}"]
     head += [f"{name}: {value}" for name, value in _json_headers(data)]
     head.append("Connection: close")  # the server let go of this connection
     return ("\r\n".join(head) + "\r\n\r\n").encode() + data
