@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import gevent
 import pytest
+from sqlalchemy import event
 
 from app.extensions import db
 from app.orders import events
@@ -121,6 +122,61 @@ def test_result_code_settles_the_order(app, client, result_code, payment_status,
     assert current["status"] == status
     assert current["version"] == 2
     assert stored(app, order["orderId"])["version"] == 2
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_database_app(request, make_app, app, tmp_path):
+    """The app on PostgreSQL, and on the embedded SQLite default."""
+    if request.param == "postgresql":
+        return app
+    sqlite_app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'orders.db'}")
+    with sqlite_app.app_context():
+        db.create_all()
+    return sqlite_app
+
+
+@contextmanager
+def statements_run(app):
+    """The first word of every SQL statement the app sends while inside."""
+    seen = []
+
+    def record(_conn, _cursor, statement, *_):
+        seen.append(statement.split()[0].upper())
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize(("result_code", "amount"), [(0, 300), (1032, 300), (2001, None)])
+def test_a_payment_settles_with_one_update_and_its_audit_row(any_database_app, result_code, amount):
+    """No read of the order first: one UPDATE (RETURNING the order) and the audit INSERT."""
+    client = any_database_app.test_client()
+    order = create_order(client)
+
+    with statements_run(any_database_app) as statements:
+        response = pay(client, order, result_code=result_code, amount=amount)
+
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["changed"] is True
+    assert statements == ["UPDATE", "INSERT"]
+    answer = client.get(f"/api/orders/{order['orderId']}", headers=auth(order)).get_json()
+    assert answer["version"] == 2
+    assert answer["paymentStatus"] == response.get_json()["paymentStatus"]
+
+
+def test_a_wrong_amount_fails_the_order_once_on_either_database(any_database_app):
+    client = any_database_app.test_client()
+    order = create_order(client)
+    first, again = pay(client, order, amount=299), pay(client, order, amount=299)
+    assert first.get_json()["paymentStatus"] == "failed"
+    assert first.get_json()["reason"] == "amount_mismatch"
+    assert again.get_json()["duplicate"] is True
+    assert again.get_json()["version"] == 2
 
 
 # --- what the commit leaves in Redis -------------------------------------------------------------

@@ -17,7 +17,8 @@ ORDER_STATUS_FOR = {
     "cancelled": "cancelled",
     "expired": "expired",
 }
-TERMINAL_PAYMENT_STATUSES = frozenset(ORDER_STATUS_FOR) - {"processing"}
+PROCESSING = "processing"  # the one payment status an order leaves
+TERMINAL_PAYMENT_STATUSES = frozenset(ORDER_STATUS_FOR) - {PROCESSING}
 
 
 def utcnow() -> datetime:
@@ -31,6 +32,41 @@ def isoformat_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def settlement(payment_status: str, *, reason: str | None = None) -> dict:
+    """The columns a move to a terminal payment status sets, the version bump aside."""
+    if payment_status not in TERMINAL_PAYMENT_STATUSES:
+        raise ValueError(f"not a terminal payment status: {payment_status}")
+    now = utcnow()
+    return {
+        "payment_status": payment_status,
+        "status": ORDER_STATUS_FOR[payment_status],
+        "failure_reason": reason,
+        "updated_at": now,
+        "paid_at": now if payment_status == "completed" else None,
+    }
+
+
+def order_json(order) -> dict:
+    """The public order JSON of the HTTP contract, from an Order or a row of `orders`."""
+    return {
+        "orderId": order.id,
+        "orderNumber": order.order_number,
+        "paymentStatus": order.payment_status,
+        "status": order.status,
+        "totalAmount": float(order.total_amount),
+        "currency": order.currency,
+        "ticketCount": order.ticket_count,
+        "customer": {
+            "email": order.customer_email,
+            "firstName": order.customer_first_name,
+            "lastName": order.customer_last_name,
+        },
+        "version": order.version,
+        "failureReason": order.failure_reason,
+        "updatedAt": isoformat_utc(order.updated_at),
+    }
+
+
 class OrderIsFinal(Exception):
     """Raised when something tries to move an order out of a terminal state."""
 
@@ -41,7 +77,7 @@ class Order(db.Model):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid4()))
     order_number: Mapped[str] = mapped_column(String(32), unique=True)
     access_token_hash: Mapped[str] = mapped_column(String(64))
-    payment_status: Mapped[str] = mapped_column(String(16), default="processing")
+    payment_status: Mapped[str] = mapped_column(String(16), default=PROCESSING)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     total_amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     currency: Mapped[str] = mapped_column(String(3), default="KES")
@@ -72,33 +108,9 @@ class Order(db.Model):
         """Move to a terminal payment status, bumping the version once."""
         if self.is_terminal:
             raise OrderIsFinal(self.payment_status)
-        if payment_status not in TERMINAL_PAYMENT_STATUSES:
-            raise ValueError(f"not a terminal payment status: {payment_status}")
-        now = utcnow()
-        self.payment_status = payment_status
-        self.status = ORDER_STATUS_FOR[payment_status]
-        self.failure_reason = reason
+        for column, value in settlement(payment_status, reason=reason).items():
+            setattr(self, column, value)
         self.version += 1
-        self.updated_at = now
-        if payment_status == "completed":
-            self.paid_at = now
 
     def to_json(self) -> dict:
-        """The public order JSON of the HTTP contract."""
-        return {
-            "orderId": self.id,
-            "orderNumber": self.order_number,
-            "paymentStatus": self.payment_status,
-            "status": self.status,
-            "totalAmount": float(self.total_amount),
-            "currency": self.currency,
-            "ticketCount": self.ticket_count,
-            "customer": {
-                "email": self.customer_email,
-                "firstName": self.customer_first_name,
-                "lastName": self.customer_last_name,
-            },
-            "version": self.version,
-            "failureReason": self.failure_reason,
-            "updatedAt": isoformat_utc(self.updated_at),
-        }
+        return order_json(self)
