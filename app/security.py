@@ -14,6 +14,9 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+JSON_BODY_REQUIRED = "request body must be JSON (Content-Type: application/json)"
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
 
@@ -51,7 +54,7 @@ def require_json_bodies():
         and (request.content_length or request.headers.get("Transfer-Encoding"))
         and request.mimetype != "application/json"
     ):
-        raise UnsupportedMediaType("request body must be JSON (Content-Type: application/json)")
+        raise UnsupportedMediaType(JSON_BODY_REQUIRED)
 
 
 def add_security_headers(response):

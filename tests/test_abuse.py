@@ -5,6 +5,7 @@ import json
 import logging
 import time
 
+import flask
 import gevent
 import requests
 
@@ -168,6 +169,74 @@ def test_the_plain_wsgi_wait_route_answers_as_the_flask_route_would(make_app):
         lean_error, flask_error = lean.get(path), cors.get(path, headers={"Origin": "x"})
         assert lean_error.status_code == flask_error.status_code == status, path
         assert lean_error.data == flask_error.data, path
+
+
+def test_the_plain_wsgi_webhook_route_answers_as_the_flask_route_would(make_app):
+    """The webhook is served ahead of Flask (app/payments/routes.py); with CORS on, a
+    request with an Origin goes through Flask. Every outcome has the same bytes both ways."""
+    lean = make_app().test_client()
+    through_flask = make_app(CORS_ORIGINS=["https://shop.example"]).test_client()
+    origin = {"Origin": "https://shop.example"}
+    url = "/api/payhero/callback"
+
+    def both(order_for, headers_for, body_for):
+        """Post to each app; check that Flask served the second one only."""
+        answers = []
+        for client, extra in ((lean, {}), (through_flask, origin)):
+            order = order_for()
+            body = body_for(order)
+            served_by_flask: list = []
+            with flask.request_started.connected_to(
+                lambda app, seen=served_by_flask, **_: seen.append(app)
+            ):
+                answers.append(client.post(url, data=body, headers={**headers_for(body), **extra}))
+            assert served_by_flask == ([client.application] if extra else [])
+            if order is not None:  # the order ids differ, the rest must not
+                answers[-1].set_data(answers[-1].data.replace(order["orderId"].encode(), b"id"))
+        return answers
+
+    def new_order():
+        return create_order(lean)
+
+    signed = signature_for
+    paid_twice = create_order(lean)
+    pay(lean, paid_twice)
+    cases = {
+        "accepted": (new_order, signed, lambda o: callback_body(o["orderNumber"]), 200),
+        "amount mismatch": (
+            new_order,
+            signed,
+            lambda o: callback_body(o["orderNumber"], amount=1),
+            200,
+        ),
+        "duplicate": (lambda: paid_twice, signed, lambda o: callback_body(o["orderNumber"]), 200),
+        "unsigned": (
+            new_order,
+            lambda b: {"Content-Type": "application/json"},
+            lambda o: callback_body(o["orderNumber"]),
+            401,
+        ),
+        "not JSON": (lambda: None, signed, lambda o: b"{nope", 400),
+        "unknown order": (lambda: None, signed, lambda o: callback_body("ORD-0-NOSUCH"), 404),
+        "not declared JSON": (
+            lambda: None,
+            lambda b: {**signed(b), "Content-Type": "text/plain"},
+            lambda o: callback_body("ORD-0-NOSUCH"),
+            415,
+        ),
+        "too large": (lambda: None, signed, lambda o: b" " * (64 * 1024 + 1), 413),
+    }
+    for name, (order_for, headers_for, body_for, status) in cases.items():
+        direct, through = both(order_for, headers_for, body_for)
+        assert direct.status_code == through.status_code == status, name
+        assert direct.data == through.data, name
+        assert "Access-Control-Allow-Origin" not in direct.headers, name
+        assert through.headers["Access-Control-Allow-Origin"] == "https://shop.example", name
+        for response in (direct, through):
+            assert response.headers["Content-Type"] == "application/json", name
+            assert response.headers["X-Content-Type-Options"] == "nosniff", name
+            assert response.headers["Referrer-Policy"] == "no-referrer", name
+    assert lean.get(url).status_code == 405  # other methods: Flask's JSON 405
 
 
 # -- rate and wait limits --------------------------------------------------------------------

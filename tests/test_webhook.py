@@ -11,6 +11,7 @@ from sqlalchemy import event
 from app.extensions import db
 from app.orders import events
 from app.orders.models import Order
+from app.payments.models import PaymentEvent
 from tests.helpers import (
     assert_error,
     auth,
@@ -137,24 +138,33 @@ def any_database_app(request, make_app, app, tmp_path):
 
 @contextmanager
 def statements_run(app):
-    """The first word of every SQL statement the app sends while inside."""
+    """The first word of every SQL statement the app sends while inside, and "COMMIT" for
+    each commit of a transaction."""
     seen = []
 
     def record(_conn, _cursor, statement, *_):
         seen.append(statement.split()[0].upper())
 
+    def committed(_conn):
+        seen.append("COMMIT")
+
     with app.app_context():
         engine = db.engine
     event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", committed)
     try:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", committed)
 
 
 @pytest.mark.parametrize(("result_code", "amount"), [(0, 300), (1032, 300), (2001, None)])
-def test_a_payment_settles_with_one_update_and_its_audit_row(any_database_app, result_code, amount):
-    """No read of the order first: one UPDATE (RETURNING the order) and the audit INSERT."""
+def test_a_payment_settles_in_one_statement_without_reading_the_order(
+    any_database_app, result_code, amount
+):
+    """PostgreSQL: the UPDATE and the audit INSERT as one WITH statement, in autocommit (one
+    round trip); SQLite: the UPDATE ... RETURNING, the INSERT and a commit."""
     client = any_database_app.test_client()
     order = create_order(client)
 
@@ -163,7 +173,16 @@ def test_a_payment_settles_with_one_update_and_its_audit_row(any_database_app, r
 
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["changed"] is True
-    assert statements == ["UPDATE", "INSERT"]
+    on_postgresql = any_database_app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+    assert statements == (["WITH"] if on_postgresql else ["UPDATE", "INSERT", "COMMIT"])
+    with any_database_app.app_context():
+        mine = PaymentEvent.order_number == order["orderNumber"]
+        audit = db.session.execute(db.select(PaymentEvent).where(mine)).scalars().all()
+        db.session.remove()
+    assert [(e.outcome, e.order_id, e.result_code) for e in audit] == [
+        ("accepted", order["orderId"], result_code)
+    ]
+    assert audit[0].amount == amount and audit[0].received_at is not None
     answer = client.get(f"/api/orders/{order['orderId']}", headers=auth(order)).get_json()
     assert answer["version"] == 2
     assert answer["paymentStatus"] == response.get_json()["paymentStatus"]

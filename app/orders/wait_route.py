@@ -1,4 +1,4 @@
-"""The long-poll route as plain WSGI, in front of Flask.
+"""The long-poll route as plain WSGI, in front of Flask (app/plain_wsgi.py).
 
 A held wait spends its life blocked. Served through Flask it keeps a request context, the
 routing results and a deeper stack alive all that time. Served here, under gunicorn, a wait
@@ -6,66 +6,38 @@ that has to block is parked (app/realtime/parking.py): its greenlet ends, and th
 a duplicate of the client's socket until it writes the answer, so a held wait costs a few
 KiB instead of a greenlet's worth. Without the server's socket (another WSGI server, the
 test client) the wait blocks its greenlet as before. Same service, same answers, same JSON
-errors and headers. Every other request, and a cross-origin one when CORS is on (flask-cors
-answers those), goes on to Flask.
+errors and headers as the Flask route.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from urllib.parse import parse_qsl
 
 from werkzeug.datastructures import MultiDict
-from werkzeug.http import HTTP_STATUS_CODES
 
-from app.errors import DATABASE_DOWN, ApiError
-from app.realtime.hub import SHUTDOWN, Delivery, Watch, first_line
+from app.plain_wsgi import PlainRoute, json_bytes, json_headers, status_line
+from app.realtime.hub import SHUTDOWN, Delivery, Watch
 from app.realtime.parking import Parked
 
 from . import services
 from .access import bearer_token
 from .schemas import parse_wait
 
-log = logging.getLogger(__name__)
 
-WAIT_PATH = re.compile(r"/api/orders/([^/]+)/wait")
-SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
+class WaitRoute(PlainRoute):
+    """`GET /api/orders/<id>/wait`."""
 
+    path = re.compile(r"/api/orders/([^/]+)/wait")
+    method = "GET"
 
-class WaitRoute:
-    """WSGI middleware serving `GET /api/orders/<id>/wait`; the rest goes to `next_app`."""
-
-    def __init__(self, app, next_app):
-        self.app = app
-        self.next_app = next_app
-
-    def __call__(self, environ, start_response):
-        match = WAIT_PATH.fullmatch(environ.get("PATH_INFO", ""))
-        if (
-            match is None
-            or environ["REQUEST_METHOD"] != "GET"
-            or (self.app.config["CORS_ORIGINS"] and "HTTP_ORIGIN" in environ)
-        ):
-            return self.next_app(environ, start_response)
-        with self.app.app_context():
-            try:
-                answer = self._wait(match.group(1), environ)
-            except ApiError as err:
-                return self._error(start_response, err.status, err.message, err.retry_after)
-            except DATABASE_DOWN as err:
-                log.error("database unavailable: %s", first_line(err))
-                return self._error(start_response, 503, "database unavailable, retry shortly")
-            except Exception:
-                log.exception("wait failed")
-                return self._error(start_response, 500, "Internal Server Error")
-            if answer is None:
-                # Parked: the lot answers on a socket of its own. gunicorn ends a request
-                # that raises StopIteration by closing its socket, writing nothing.
-                raise StopIteration
-            body = _json(self.app, answer.body)
-        start_response(_status_line(200), _json_headers(body))
+    def serve(self, match, environ, start_response):
+        answer = self._wait(match.group(1), environ)
+        if answer is None:
+            return None  # parked: the lot answers it
+        body = json_bytes(self.app, answer.body)
+        start_response(status_line(200), json_headers(body))
         return _Body(body, answer.written)
 
     def _wait(self, order_id: str, environ) -> services.WaitAnswer | None:
@@ -95,32 +67,6 @@ class WaitRoute:
         return services.wait_for_update(
             order_id, token, params.since, params.timeout_ms, client=client, park=park
         )
-
-    def _error(self, start_response, status: int, message: str, retry_after=None):
-        body = _json(self.app, {"success": False, "error": message})
-        headers = _json_headers(body)
-        if retry_after is not None:
-            headers.append(("Retry-After", str(retry_after)))
-        start_response(_status_line(status), headers)
-        return [body]
-
-
-def _status_line(status: int) -> str:
-    """As werkzeug writes it: "404 NOT FOUND"."""
-    return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
-
-
-def _json(app, value) -> bytes:
-    """As Flask's jsonify writes it (outside debug mode)."""
-    return app.json.dumps(value, separators=(",", ":")).encode() + b"\n"
-
-
-def _json_headers(body: bytes) -> list[tuple[str, str]]:
-    return [
-        ("Content-Type", "application/json"),
-        ("Content-Length", str(len(body))),
-        *SECURITY_HEADERS,
-    ]
 
 
 class _Body:
@@ -188,8 +134,8 @@ class ParkedWait(Parked):
 
 
 def _http_response(app, http: str, body: dict) -> bytes:
-    data = _json(app, body)
-    head = [f"{http} {_status_line(200)}"]
-    head += [f"{name}: {value}" for name, value in _json_headers(data)]
+    data = json_bytes(app, body)
+    head = [f"{http} {status_line(200)}"]
+    head += [f"{name}: {value}" for name, value in json_headers(data)]
     head.append("Connection: close")  # the server let go of this connection
     return ("\r\n".join(head) + "\r\n\r\n").encode() + data

@@ -9,3 +9,5 @@ def init_app(app) -> None:
     from . import models, routes  # noqa: F401  (routes attach to bp; models to the metadata)
 
     app.register_blueprint(bp)
+    # The webhook is served ahead of Flask: see routes.CallbackRoute.
+    app.wsgi_app = routes.CallbackRoute(app, app.wsgi_app)

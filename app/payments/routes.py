@@ -1,46 +1,44 @@
-"""The provider's webhook endpoint."""
+"""The provider's webhook endpoint, as a Flask route and as plain WSGI in front of Flask
+(app/plain_wsgi.py): the plain one serves it, the Flask one cross-origin requests."""
 
-import hashlib
+import re
 
-from flask import current_app, jsonify, request
+from flask import jsonify, request
+from werkzeug.http import parse_options_header
+from werkzeug.wsgi import get_content_length, get_input_stream
 
-from app.errors import DATABASE_DOWN, NotFound, Unauthorized, ValidationError
-from app.orders.signals import callback_received
-from app.validation import parse_json
+from app.plain_wsgi import PlainRoute
+from app.security import JSON_BODY_REQUIRED, UnsupportedMediaType
 
-from . import bp, services, signature
-from .schemas import parse_callback
+from . import bp, services
+
+SIGNATURE_HEADER = "X-Webhook-Signature"
 
 
 @bp.post("/callback")
 def callback():
-    app = current_app._get_current_object()
-    body = request.get_data(cache=False)
-    receipt = services.Receipt(hashlib.sha256(body).hexdigest(), request.remote_addr)
-    # Counted before the order changes, so it is counted before the change is announced.
-    callback_received.send(app, outcome="received")
-    try:
-        outcome = _apply(body, receipt)
-    except (Unauthorized, ValidationError, NotFound):
-        callback_received.send(app, outcome="rejected")
-        raise
-    except DATABASE_DOWN:
-        services.note_outcome("unavailable", "database unavailable")
-        raise
-    if outcome.duplicate:
-        callback_received.send(app, outcome="duplicate")
+    outcome = services.receive(
+        request.get_data(cache=False), request.headers.get(SIGNATURE_HEADER), request.remote_addr
+    )
     return jsonify(outcome.to_json())
 
 
-def _apply(body: bytes, receipt: services.Receipt) -> services.Outcome:
-    if not signature.is_valid(
-        body, request.headers.get("X-Webhook-Signature"), current_app.config["WEBHOOK_SECRET"]
-    ):
-        services.record_rejection(receipt, "missing or invalid signature")
-        raise Unauthorized("missing or invalid webhook signature")
-    try:
-        callback = parse_callback(parse_json(body))
-    except ValidationError as error:
-        services.record_rejection(receipt, error.message)
-        raise
-    return services.apply_callback(callback, receipt)
+class CallbackRoute(PlainRoute):
+    """`POST /api/payhero/callback`, with the body checks Flask applies to it."""
+
+    path = re.compile(re.escape(bp.url_prefix + "/callback"))
+    method = "POST"
+
+    def serve(self, match, environ, start_response):
+        has_body = get_content_length(environ) or environ.get("HTTP_TRANSFER_ENCODING")
+        mimetype = parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower()
+        if has_body and mimetype != "application/json":
+            raise UnsupportedMediaType(JSON_BODY_REQUIRED)
+        # A body over MAX_CONTENT_LENGTH raises werkzeug's 413, as Flask's get_data does.
+        stream = get_input_stream(environ, max_content_length=self.app.config["MAX_CONTENT_LENGTH"])
+        outcome = services.receive(
+            stream.read(),
+            environ.get("HTTP_" + SIGNATURE_HEADER.upper().replace("-", "_")),
+            environ.get("REMOTE_ADDR"),
+        )
+        return self.json(start_response, outcome.to_json())

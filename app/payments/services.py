@@ -1,21 +1,24 @@
-"""Apply a verified callback to its order: one transaction, then one publish."""
+"""Provider callbacks: verify, settle the order in one transaction, then publish once."""
 
-import functools
+import hashlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Update, bindparam, insert, update
+from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
 from app import metrics
-from app.errors import NotFound
+from app.errors import DATABASE_DOWN, NotFound, Unauthorized, ValidationError
 from app.extensions import db
 from app.logs import fields
 from app.orders import events
-from app.orders.models import PROCESSING, Order, order_json, settlement
+from app.orders.models import Order, order_json
+from app.orders.signals import callback_received
+from app.validation import parse_json
 
+from . import signature, statements
 from .models import PaymentEvent
-from .schemas import Callback
+from .schemas import Callback, parse_callback
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,38 @@ class Receipt:
 
     body_sha256: str
     remote_addr: str | None
+
+
+def receive(body: bytes, signature_header: str | None, remote_addr: str | None) -> Outcome:
+    """Take one provider callback as it arrived: check its signature and body, settle its
+    order, and count and audit what became of it."""
+    app = current_app._get_current_object()
+    receipt = Receipt(hashlib.sha256(body).hexdigest(), remote_addr)
+    # Counted before the order changes, so it is counted before the change is announced.
+    callback_received.send(app, outcome="received")
+    try:
+        outcome = _verify_and_apply(body, signature_header, receipt, app.config["WEBHOOK_SECRET"])
+    except (Unauthorized, ValidationError, NotFound):
+        callback_received.send(app, outcome="rejected")
+        raise
+    except DATABASE_DOWN:
+        note_outcome("unavailable", "database unavailable")
+        raise
+    if outcome.duplicate:
+        callback_received.send(app, outcome="duplicate")
+    return outcome
+
+
+def _verify_and_apply(body: bytes, signature_header, receipt: Receipt, secret: str) -> Outcome:
+    if not signature.is_valid(body, signature_header, secret):
+        record_rejection(receipt, "missing or invalid signature")
+        raise Unauthorized("missing or invalid webhook signature")
+    try:
+        callback = parse_callback(parse_json(body))
+    except ValidationError as error:
+        record_rejection(receipt, error.message)
+        raise
+    return apply_callback(callback, receipt)
 
 
 def record_rejection(receipt: Receipt, reason: str, callback: Callback | None = None) -> None:
@@ -109,51 +144,13 @@ def apply_callback(callback: Callback, receipt: Receipt) -> Outcome:
 
 
 def _settle_at_once(callback: Callback, receipt: Receipt) -> Outcome | None:
-    """The common case without reading the order first: one UPDATE of an order still
-    processing (paid the right amount, when paid) and the audit row, in one transaction.
-    None when no such order matched: the callback then needs the order read (_settle).
-
-    Under load this is most of what a worker does per payment. Statements built once, with
-    bound parameters, skip the ORM's read-modify-flush and SQLAlchemy's per-call statement
-    building and cache-key generation, which cost more than the database round trips."""
-    paid = callback.payment_status == "completed"
-    values = {
-        f"new_{column}": value for column, value in settlement(callback.payment_status).items()
-    }
-    row = db.session.execute(
-        _settle_statement(check_amount=paid),
-        {
-            "number": callback.order_number,
-            "amount": callback.amount,
-            "new_mpesa_receipt": callback.receipt,
-            "new_checkout_request_id": callback.checkout_request_id,
-            **values,
-        },
-    ).one_or_none()
+    """The common case, without reading the order first (see statements.py); None when the
+    callback needs the order read (_settle)."""
+    audit = _event_values(receipt, "accepted", None, callback, None)
+    row = statements.settle_if_processing(callback, audit)
     if row is None:
-        return None  # the transaction goes on in _settle, which reads the order
-    db.session.execute(_AUDIT_INSERT, _event_values(receipt, "accepted", None, callback, row.id))
-    db.session.commit()
+        return None
     return _accepted(order_json(row), row.access_token_hash, None)
-
-
-_AUDIT_INSERT = insert(PaymentEvent.__table__)
-
-
-@functools.cache
-def _settle_statement(*, check_amount: bool) -> Update:
-    orders = Order.__table__
-    matches = [orders.c.order_number == bindparam("number"), orders.c.payment_status == PROCESSING]
-    if check_amount:
-        matches.append(orders.c.total_amount == bindparam("amount"))
-    changed = [*settlement("completed"), "mpesa_receipt", "checkout_request_id"]
-    return (
-        update(orders)
-        .where(*matches)
-        .values({column: bindparam(f"new_{column}") for column in changed})
-        .values(version=orders.c.version + 1)
-        .returning(*orders.c)
-    )
 
 
 def _settle(callback: Callback, receipt: Receipt) -> Outcome:
