@@ -65,7 +65,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -77,6 +77,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.pyspy import Profiler  # noqa: E402
 from tests.servers import free_port, fresh_database  # noqa: E402
 
 # One load generator plays every client from one address: per-address limits are off.
@@ -956,11 +957,13 @@ async def held_shape(
     count_held: Callable[[], Awaitable[int]],
     while_held: Hook | None = None,
     after: Hook | None = None,
+    profile: Callable[[], AbstractContextManager] = nullcontext,
 ) -> Held:
     """Hold every wait, measure, fire the triggers `concurrency` at a time, collect answers.
 
     `while_held` runs once all are held and measured (RSS, CPU), before the first trigger;
-    `after` once the answers are in. Neither is in the CPU figures.
+    `after` once the answers are in. Neither is in the CPU figures. `profile` wraps the
+    triggers and their answers.
     """
     shape = Held(len(waits))
     held = HeldSet(waits)
@@ -974,10 +977,11 @@ async def held_shape(
         shape.rss_held = rss_kib(worker)
         if while_held is not None:
             await while_held(shape)
-        start = CpuMark.now(worker)
-        shape.triggers = await request_pool(port, triggers, concurrency)
-        await held.wait(answer_bound_s)
-        shape.cpu_deliver = start.until(CpuMark.now(worker))
+        with profile():
+            start = CpuMark.now(worker)
+            shape.triggers = await request_pool(port, triggers, concurrency)
+            await held.wait(answer_bound_s)
+            shape.cpu_deliver = start.until(CpuMark.now(worker))
         shape.answers = held.exchanges()
         if after is not None:
             await after(shape)
@@ -994,6 +998,10 @@ class App(NamedTuple):
     secret: str
     pg: OrdersReads
     args: argparse.Namespace
+    profiler: Profiler
+
+    def profile(self, phase: str) -> Callable[[], AbstractContextManager]:
+        return lambda: self.profiler.phase(self.server.worker, phase)
 
     @property
     def answer_bound_s(self) -> float:
@@ -1047,6 +1055,7 @@ async def app_spread(app: App, orders: list[dict], *, observe: bool) -> Held:
             count_held=lambda: app_held(port, store, one_channel=False),
             while_held=while_held,
             after=after,
+            profile=app.profile("spread") if observe else nullcontext,
         )
     finally:
         await store.aclose()
@@ -1065,6 +1074,7 @@ async def app_fanout(app: App, order: dict, n: int) -> Held:
             concurrency=1,
             answer_bound_s=app.answer_bound_s,
             count_held=lambda: app_held(port, store, one_channel=True),
+            profile=app.profile("fanout"),
         )
     finally:
         await store.aclose()
@@ -1104,9 +1114,10 @@ class Sustained(NamedTuple):
 async def sustained(app: App, orders: list[dict]) -> Sustained:
     port, worker = app.server.port, app.server.worker
     payloads = [webhook_request(port, order, app.secret) for order in orders]
-    start = CpuMark.now(worker)
-    webhooks = await request_pool(port, payloads, app.args.concurrency)
-    return Sustained(webhooks, start.until(CpuMark.now(worker)))
+    with app.profile("sustained")():
+        start = CpuMark.now(worker)
+        webhooks = await request_pool(port, payloads, app.args.concurrency)
+        return Sustained(webhooks, start.until(CpuMark.now(worker)))
 
 
 async def nchan_spread(nginx: Nginx, channels: list[str], messages: list[bytes], args) -> Held:
@@ -1648,6 +1659,12 @@ def parse_args() -> argparse.Namespace:
         default=100,
         help="orders of a first round on the cold worker, reported apart (0: none; at most N)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy on the worker while each shape delivers: raw stacks in DIR, top functions",
+    )
     args = parser.parse_args()
     args.fanout = args.orders if args.fanout is None else args.fanout
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
@@ -1691,10 +1708,12 @@ def run(args) -> int:
         server = stack.enter_context(gunicorn(env))
         pg = OrdersReads(database_url)
         stack.callback(pg.close)
-        app = App(server, redis_url, secret, pg, args)
+        profiler = Profiler(args.profile)
+        app = App(server, redis_url, secret, pg, args, profiler)
         progress(f"gunicorn master {server.master.pid}, worker {server.worker}")
         try:
             run_app_shapes(app, results)
+            results.notes += profiler.notes()
         finally:
             results.problems = server.changes() + log_problems(server.log)
             if results.problems or not results.passed():

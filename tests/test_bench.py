@@ -103,3 +103,26 @@ def test_every_shape_runs_and_every_row_has_a_number():
     for figure, (_, _, ok) in rows.items():
         if "answered correctly" in figure:
             assert ok == "yes", f"{figure}\n{output}"
+
+
+@pytest.mark.timeout(200)
+def test_profile_leaves_the_workers_stacks_and_a_summary(tmp_path):
+    """--profile DIR: py-spy samples the worker while a shape delivers (bench/pyspy.py)."""
+    args = [sys.executable, str(BENCH), "--shapes", "sustained", "--sustained", "300"]
+    args += ["--warmup", "0", "--profile", str(tmp_path)]
+    env = dict(os.environ)
+    if "TEST_POSTGRES_URL" in os.environ:
+        env["BENCH_POSTGRES_URL"] = os.environ["TEST_POSTGRES_URL"]
+    result = subprocess.run(
+        args, cwd=servers.ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    output = f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, output
+    stacks = (tmp_path / "sustained.txt").read_text().splitlines()
+    # py-spy's raw format, `frame;frame;... count`, with the webhook's own code in it
+    assert any("app/payments/services.py" in line for line in stacks), output
+    assert all(re.fullmatch(r".+ \d+", line) for line in stacks), output
+    components = re.search(r"note: profile, sustained, by component: (.+)", result.stdout)
+    assert components, output
+    assert re.match(r"\d+% \S+", components.group(1)), output
+    assert "note: profile, sustained, app functions: " in result.stdout, output
