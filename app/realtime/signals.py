@@ -41,9 +41,14 @@ class Follower:
         self._signal = signal
 
     def wait(self, timeout: float | None) -> tuple[bool, object]:
-        """(True, value) for the next value sent, or (False, None) once `timeout` passes."""
+        """(True, value) for the next value sent, or (False, None) once `timeout` passes.
+        A value sent already, or a timeout of 0, never switches greenlets."""
         signal = self._signal
-        if not signal.event.wait(timeout):
+        # No Event.wait unless there is time to wait: with a timeout of 0 it still switches
+        # to gevent's hub, and for a set event that still notifies its waiters it parks the
+        # caller until notified, with no timeout. Waits parking on one order (10,000 at
+        # once, a delivery coming in meanwhile) were seen stuck there for good.
+        if not signal.event.is_set() and (timeout == 0 or not signal.event.wait(timeout)):
             return False, None
         self._signal = signal.next
         return True, signal.value
