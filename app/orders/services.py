@@ -110,16 +110,18 @@ class WaitAnswer:
     received: float | None = None  # when the hub got the delivery that answered, if one did
     connection: Connection | None = None  # its place in the registry while held
 
-    def written(self) -> None:
-        """Count and log the answer: call once it was sent to the client."""
-        now = time.monotonic()
+    def written(self, at: float | None = None) -> None:
+        """Count and log the answer: call once it was sent to the client (at `at`, by
+        time.monotonic(), when that was earlier than now)."""
+        now = time.monotonic() if at is None else at
         source = self.body["source"]
         metrics.waits_answered.labels(source).inc()
         if self.received is not None:
             metrics.dispatch_seconds.labels(source).observe(now - self.received)
             if self.body["changed"]:
                 committed = datetime.fromisoformat(self.body["updatedAt"]).timestamp()
-                metrics.delivery_seconds.labels(source).observe(max(time.time() - committed, 0))
+                written = time.time() - (time.monotonic() - now)  # the wall clock at `now`
+                metrics.delivery_seconds.labels(source).observe(max(written - committed, 0))
         log.info(
             "wait answered by %s",
             source,

@@ -115,7 +115,7 @@ class ParkedWait(Parked):
 
     def written(self) -> None:
         services.release_parked_wait(self.wait, self.slots)
-        self.wait.written()
+        self.wait.written(at=self.written_at)
         self.wait = self.known = self.slots = None  # the lot may hold this a while longer
 
     @classmethod

@@ -6,10 +6,13 @@ adds anything (gunicorn's gevent worker, measured). A parked request is a duplic
 client's socket plus a few fields: the server's greenlet finishes and its objects are freed.
 
 The lot subscribes through the hub (one handler per channel, whatever the number of parked
-requests on it). One writer greenlet answers the parked requests a delivery concerns, one
-after the other, and one timer greenlet answers those whose deadline passed, in batches, so
-a feature can read the final state of all of them with one query. On shutdown every parked
-request is answered at once, and the worker waits for that before it exits.
+requests on it). A delivery is answered in the hub's own greenlet as it is read: an answer
+is a few hundred bytes into an idle socket, which a non-blocking send takes whole, so it
+leaves at once instead of queueing behind every request the worker is busy with. What a
+socket does not take at once, and the bookkeeping of written answers (metrics, logs), go to
+one writer greenlet. One timer greenlet answers requests whose deadline passed, in batches,
+so a feature can read the final state of all of them with one query. On shutdown every
+parked request is answered at once, and the worker waits for that before it exits.
 
 The lot knows no feature: a parked request is a subclass of `Parked` that turns a delivery
 (or its deadline) into the bytes of its HTTP response.
@@ -35,13 +38,14 @@ TIMEOUT = "timeout"
 class Parked:
     """One parked request. Subclasses answer deliveries and write what they owe afterwards."""
 
-    __slots__ = ("sock", "channel", "deadline", "done")
+    __slots__ = ("sock", "channel", "deadline", "done", "written_at")
 
     def __init__(self, sock, channel: str, deadline: float):
         self.sock = sock  # a duplicate of the client's socket; the server closed its own
         self.channel = channel
         self.deadline = deadline  # time.monotonic()
         self.done = False
+        self.written_at: float | None = None  # time.monotonic() once the response is out
 
     def answer(self, delivery: Delivery, memo: dict) -> bytes | None:
         """The response to write if `delivery` answers this request, else None. `memo` is
@@ -49,7 +53,8 @@ class Parked:
         raise NotImplementedError
 
     def written(self) -> None:
-        """Called once the response was written (or the client was found gone)."""
+        """Called after the response was written (at `written_at`) or the client was found
+        gone; maybe some time after, with others."""
 
     @classmethod
     def finish(cls, requests: list[Parked], reason: str) -> list[bytes]:
@@ -66,6 +71,8 @@ class ParkingLot:
         self._deadlines: list[tuple[float, int, Parked]] = []
         self._order = itertools.count()
         self._deliveries: list[Delivery] = []
+        self._unfinished: list[tuple[Parked, bytes]] = []  # answers a socket did not take whole
+        self._unrecorded: list[Parked] = []  # written, their bookkeeping not done yet
         self._delivered = Event()
         self._timer_reset = Event()
         self._emptied = Event()
@@ -128,14 +135,41 @@ class ParkingLot:
             self._timer = gevent.spawn(self._expire_deadlines)
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        # In the hub's greenlet: queue it, nothing more.
-        self._deliveries.append(delivery)
+        # In the hub's greenlet. Answered here unless the writer has deliveries queued (they
+        # go first, in order) or the worker stops (the writer answers everything at once).
+        if delivery.source == SHUTDOWN or self._deliveries:
+            self._deliveries.append(delivery)
+        else:
+            try:
+                self._answer_channel(delivery, self._unrecorded, self._write_at_once)
+            except Exception:
+                log.exception("parked requests of %s not answered", delivery.channel)
         self._delivered.set()
+
+    def _write_at_once(self, request: Parked, response: bytes) -> bool:
+        """Send what the socket takes without waiting; the writer sends the rest. True when
+        the request is done with (written whole, or its client gone)."""
+        try:
+            request.sock.settimeout(0.0)  # gevent: raise instead of waiting for the socket
+            sent = request.sock.send(response)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = len(response)  # the client left; nothing to tell it
+        finally:
+            request.sock.settimeout(None)
+        if sent < len(response):
+            self._unfinished.append((request, response[sent:]))
+            return False
+        return True
 
     def _write_deliveries(self) -> None:
         while True:
             self._delivered.wait()
             self._delivered.clear()
+            self._finish_unfinished()
+            recorded, self._unrecorded = self._unrecorded, []
+            self._after_writes(recorded)
             deliveries, self._deliveries = self._deliveries, []
             if any(d.source == SHUTDOWN for d in deliveries):
                 # The worker stops: answer everything parked, in one batch.
@@ -146,22 +180,37 @@ class ParkingLot:
                     log.exception("parked requests not answered at shutdown")
                 continue
             for delivery in deliveries:
+                written: list[Parked] = []
                 try:
-                    self._answer_channel(delivery)
+                    self._answer_channel(delivery, written)
                 except Exception:
                     log.exception("parked requests of %s not answered", delivery.channel)
+                self._after_writes(written)
 
-    def _answer_channel(self, delivery: Delivery) -> None:
+    def _finish_unfinished(self) -> None:
+        unfinished, self._unfinished = self._unfinished, []
+        for request, rest in unfinished:
+            try:
+                request.sock.sendall(rest)
+            except OSError:
+                pass  # the client left; nothing to tell it
+            finally:
+                request.written_at = time.monotonic()
+                request.sock.close()
+                request.sock = None
+        self._after_writes([request for request, _ in unfinished])
+
+    def _answer_channel(self, delivery: Delivery, written: list[Parked], write=None) -> None:
+        """Answer the requests `delivery` concerns; those written whole go on `written`, for
+        the caller's bookkeeping. `write` sends without waiting (the hub's greenlet)."""
         parked = self._by_channel.get(delivery.channel)
         if not parked:
             return
         memo: dict = {}
-        written = []
         for request in list(parked):
             if not request.done and (response := request.answer(delivery, memo)) is not None:
-                self._write(request, response)
-                written.append(request)
-        self._after_writes(written)
+                if self._write(request, response, write):
+                    written.append(request)
 
     def _expire_deadlines(self) -> None:
         while True:
@@ -195,9 +244,10 @@ class ParkingLot:
                     written.append(request)
             self._after_writes(written)
 
-    def _write(self, request: Parked, response: bytes) -> None:
-        """Write and close; the bookkeeping (`written`) comes after the whole batch, so the
-        last of many waiters of one delivery is not kept waiting for the others' logs."""
+    def _write(self, request: Parked, response: bytes, write=None) -> bool:
+        """Write and close, with `write` when given (see _write_at_once); True once done.
+        The bookkeeping (`written`) comes after the whole batch, so the last of many
+        waiters of one delivery is not kept waiting for the others' logs."""
         request.done = True
         parked = self._by_channel.get(request.channel)
         if parked is not None:
@@ -206,13 +256,18 @@ class ParkingLot:
                 self._forget(request.channel)
         self.count -= 1
         self._hub.count_parked(-1)
+        if write is not None and not write(request, response):
+            return False  # the writer sends the rest and closes
         try:
-            request.sock.sendall(response)
+            if write is None:
+                request.sock.sendall(response)
         except OSError:
             pass  # the client left; nothing to tell it
         finally:
+            request.written_at = time.monotonic()
             request.sock.close()
             request.sock = None
+        return True
 
     def _after_writes(self, requests: list[Parked]) -> None:
         for request in requests:

@@ -1,0 +1,94 @@
+"""The parking lot on its own: real Redis, real sockets (socketpairs), no HTTP."""
+
+import socket
+import time
+
+import gevent
+import pytest
+
+from app.realtime.parking import Parked, ParkingLot
+from tests.servers import eventually
+
+
+class Answering(Parked):
+    """A parked request that answers any delivery with `response` and notes who wrote it."""
+
+    __slots__ = ("response", "answered_in", "recorded")
+
+    def __init__(self, sock, channel: str, response: bytes):
+        super().__init__(sock, channel, time.monotonic() + 30)
+        self.response = response
+        self.answered_in = None
+        self.recorded = 0
+
+    def answer(self, delivery, memo):
+        self.answered_in = gevent.getcurrent()
+        return self.response
+
+    def written(self):
+        self.recorded += 1
+
+    @classmethod
+    def finish(cls, requests, reason):
+        return [reason.encode()] * len(requests)
+
+
+@pytest.fixture
+def lot(make_hub, redis_url, redis_client):
+    hub = make_hub(redis_url)
+    eventually(lambda: hub.connected, message="hub connected")
+    lot = ParkingLot(hub)
+    yield lot
+    lot.stop()
+
+
+def park(lot: ParkingLot, channel: str, response: bytes) -> tuple[socket.socket, Answering]:
+    client, server = socket.socketpair()
+    request = Answering(server, channel, response)
+    assert lot.park(request, lot._hub.watch(channel)) is None
+    return client, request
+
+
+def read_all(client: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the lot writes, up to its close."""
+    client.settimeout(timeout)
+    chunks = []
+    while chunk := client.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_an_answer_is_written_by_the_hub_as_it_reads_the_delivery(lot, redis_client):
+    client, request = park(lot, "parking:small", b"answer")
+    redis_client.publish("parking:small", "news")
+
+    assert read_all(client) == b"answer"
+    assert request.answered_in is not lot._writer  # not queued for the writer greenlet
+    assert request.written_at is not None
+    eventually(lambda: request.recorded == 1, message="bookkeeping by the writer")
+    assert lot.count == 0
+
+
+def test_an_answer_the_socket_does_not_take_at_once_is_finished_by_the_writer(lot, redis_client):
+    """Larger than the socket buffers: the hub sends what fits, the writer the rest."""
+    big = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    client, request = park(lot, "parking:big", big)
+    redis_client.publish("parking:big", "news")
+
+    eventually(lambda: request.done, message="answered")
+    gevent.sleep(0.2)  # the client reads only now: the rest waits in the lot
+    assert request.recorded == 0
+    assert read_all(client) == big
+    eventually(lambda: request.recorded == 1, message="bookkeeping once written")
+    assert lot.count == 0
+
+
+def test_a_client_gone_before_its_answer_is_no_trouble_for_the_others(lot, redis_client):
+    gone, first = park(lot, "parking:gone", b"first")
+    client, second = park(lot, "parking:gone", b"second")
+    gone.close()
+    redis_client.publish("parking:gone", "news")
+
+    assert read_all(client) == b"second"
+    eventually(lambda: first.recorded == second.recorded == 1, message="both recorded")
+    assert lot.count == 0
