@@ -62,6 +62,17 @@ def nchan_installed() -> bool:
     return bool(nginx) and any(Path(d, "ngx_nchan_module.so").exists() for d in modules)
 
 
+def run_bench(args: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, str]:
+    """Run the benchmark as `make bench` does; its result and the end of its output."""
+    env = dict(os.environ)
+    if "TEST_POSTGRES_URL" in os.environ:
+        env["BENCH_POSTGRES_URL"] = os.environ["TEST_POSTGRES_URL"]
+    result = subprocess.run(
+        args, cwd=servers.ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    return result, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+
+
 def table(stdout: str) -> dict[str, tuple[str, str, str]]:
     """figure -> (measured, target, ok?) from the printed table (its header and rule left out)."""
     rows = {}
@@ -78,13 +89,7 @@ def test_every_shape_runs_and_every_row_has_a_number():
     with_nchan = nchan_installed()
     args = [sys.executable, str(BENCH), "--orders", SIZE, "--fanout", SIZE, "--sustained", SIZE]
     args += ["--vs-nchan"] if with_nchan else []
-    env = dict(os.environ)
-    if "TEST_POSTGRES_URL" in os.environ:
-        env["BENCH_POSTGRES_URL"] = os.environ["TEST_POSTGRES_URL"]
-    result = subprocess.run(
-        args, cwd=servers.ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    output = f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    result, output = run_bench(args, timeout=300)
     assert result.returncode == 0, output
 
     rows = table(result.stdout)
@@ -110,13 +115,7 @@ def test_profile_leaves_the_workers_stacks_and_a_summary(tmp_path):
     """--profile DIR: py-spy samples the worker while a shape delivers (bench/pyspy.py)."""
     args = [sys.executable, str(BENCH), "--shapes", "sustained", "--sustained", "300"]
     args += ["--warmup", "0", "--profile", str(tmp_path)]
-    env = dict(os.environ)
-    if "TEST_POSTGRES_URL" in os.environ:
-        env["BENCH_POSTGRES_URL"] = os.environ["TEST_POSTGRES_URL"]
-    result = subprocess.run(
-        args, cwd=servers.ROOT, env=env, capture_output=True, text=True, timeout=180
-    )
-    output = f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    result, output = run_bench(args, timeout=180)
     assert result.returncode == 0, output
     stacks = (tmp_path / "sustained.txt").read_text().splitlines()
     # py-spy's raw format, `frame;frame;... count`, with the webhook's own code in it

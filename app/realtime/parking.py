@@ -190,14 +190,7 @@ class ParkingLot:
     def _finish_unfinished(self) -> None:
         unfinished, self._unfinished = self._unfinished, []
         for request, rest in unfinished:
-            try:
-                request.sock.sendall(rest)
-            except OSError:
-                pass  # the client left; nothing to tell it
-            finally:
-                request.written_at = time.monotonic()
-                request.sock.close()
-                request.sock = None
+            self._send_and_close(request, rest)
         self._after_writes([request for request, _ in unfinished])
 
     def _answer_channel(self, delivery: Delivery, written: list[Parked], write=None) -> None:
@@ -256,18 +249,25 @@ class ParkingLot:
                 self._forget(request.channel)
         self.count -= 1
         self._hub.count_parked(-1)
-        if write is not None and not write(request, response):
+        if write is None:
+            self._send_and_close(request, response)
+        elif write(request, response):
+            self._send_and_close(request, b"")
+        else:
             return False  # the writer sends the rest and closes
+        return True
+
+    @staticmethod
+    def _send_and_close(request: Parked, data: bytes) -> None:
         try:
-            if write is None:
-                request.sock.sendall(response)
+            if data:
+                request.sock.sendall(data)
         except OSError:
             pass  # the client left; nothing to tell it
         finally:
             request.written_at = time.monotonic()
             request.sock.close()
             request.sock = None
-        return True
 
     def _after_writes(self, requests: list[Parked]) -> None:
         for request in requests:
