@@ -26,7 +26,7 @@ from app.extensions import db
 from app.logs import fields, mask_email
 from app.realtime import Watch, current_hub, registry
 from app.realtime.connections import Connection
-from app.realtime.hub import SHUTDOWN
+from app.realtime.hub import SHUTDOWN, first_line
 from app.validation import integer_param
 
 from . import events
@@ -389,7 +389,8 @@ def _current_order(order_id: str, token: str, known: dict | str | None) -> tuple
     when the database is down."""
     try:
         return authorize(order_id, token).to_json(), "db"
-    except DATABASE_DOWN:
+    except DATABASE_DOWN as exc:
+        log.warning("database unavailable for a wait: %s", first_line(exc))
         if known is None:
             raise ServiceUnavailable(
                 "database unavailable and no cached state of this order, retry shortly"
