@@ -101,6 +101,10 @@ class Config:
     ORDER_CREATE_RATE_LIMIT = os.environ.get("ORDER_CREATE_RATE_LIMIT", "30 per minute")
     WAITS_PER_CLIENT = _int("WAITS_PER_CLIENT", 100)  # held at once, per client address
     WAITS_PER_ORDER = _int("WAITS_PER_ORDER", 10)  # held at once, per order
+    # Waits reading their order's state at once, per worker (the greenlet path's final read
+    # too); the rest queue for a turn, so a burst (10,000 arriving together) never waits
+    # past the pools' checkout timeouts. 0: no limit.
+    WAITS_OPENING_AT_ONCE = _int("WAITS_OPENING_AT_ONCE", 100)
 
     # Pages. The order page's retry strategy: MAX_LONG_POLLS long polls, RETRY_PAUSE_MS
     # apart, then "still processing"; FALLBACK_POLL_MS between plain polls while the server

@@ -823,13 +823,16 @@ def bucket_p99(before: dict[float, float], after: dict[float, float]) -> BucketP
 
 
 async def app_held(port: int, store: aioredis.Redis, one_channel: bool) -> int:
-    """Waits the worker holds: its gauge, and no more than there are channels subscribed (one
-    per order: a webhook sent before its channel is subscribed could go unheard)."""
-    gauge = int(metric_value((await fetch(port, "/metrics")).body.decode(), "orderwait_waits_held"))
+    """Waits the worker holds waiting for news: its hub's `parked` count (parked requests and
+    blocked greenlets, from /readyz; not the `waits_held` gauge, which also counts waits
+    still queued for their turn to read the order), and no more than there are channels
+    subscribed (one per order: a webhook sent before its channel is subscribed could go
+    unheard)."""
+    waiting = int(parse_json((await fetch(port, "/readyz")).body)["hub"]["parked"])
     channels = len(await store.pubsub_channels(CHANNEL_PATTERN))
     if one_channel:
-        return gauge if channels else 0
-    return min(gauge, channels)
+        return waiting if channels else 0
+    return min(waiting, channels)
 
 
 async def nchan_held(port: int) -> int:

@@ -241,3 +241,37 @@ def test_300_concurrent_waits_on_postgresql_all_answered(make_app):
     assert all(b["changed"] and b["paymentStatus"] == "completed" for b in bodies)
     assert {b["orderId"] for b in bodies} == {o["orderId"] for o in orders}
     assert held_waiters(app) == 0
+
+
+def test_a_burst_of_waits_reads_the_database_a_bounded_number_at_a_time(make_app):
+    """WAITS_OPENING_AT_ONCE: the rest of a burst queues for a turn, so no wait waits past
+    the pools' checkout timeouts however many arrive together."""
+    from sqlalchemy import event
+
+    app = make_app(WAITS_OPENING_AT_ONCE=3)
+    client = app.test_client()
+    orders = [create_order(client) for _ in range(60)]
+    with app.app_context():
+        engine = db.engine
+    checked_out, most = 0, 0
+
+    def on_checkout(*_):
+        nonlocal checked_out, most
+        checked_out += 1
+        most = max(most, checked_out)
+
+    def on_checkin(*_):
+        nonlocal checked_out
+        checked_out -= 1
+
+    event.listen(engine, "checkout", on_checkout)
+    event.listen(engine, "checkin", on_checkin)
+    try:
+        waits = [hold(client, order, timeout=0, since=1) for order in orders]
+        answers = [w.get(timeout=20) for w in waits]
+    finally:
+        event.remove(engine, "checkout", on_checkout)
+        event.remove(engine, "checkin", on_checkin)
+    assert [a.status_code for a in answers] == [200] * len(orders)
+    assert all(a.get_json()["source"] == "timeout" for a in answers)
+    assert 1 <= most <= 3

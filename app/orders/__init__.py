@@ -2,6 +2,7 @@
 events over SSE and WebSocket."""
 
 from flask import Blueprint
+from gevent.lock import BoundedSemaphore, DummySemaphore
 
 bp = Blueprint("orders", __name__, url_prefix="/api/orders")
 # The WebSocket route apart: its before/teardown hooks open and release the order's stream.
@@ -14,6 +15,8 @@ def init_app(app) -> None:
 
     app.register_blueprint(bp)
     app.register_blueprint(socket_bp)
+    at_once = app.config["WAITS_OPENING_AT_ONCE"]
+    app.extensions["wait_openings"] = BoundedSemaphore(at_once) if at_once else DummySemaphore()
     # Held waits are served ahead of Flask: see wait_route.
     app.wsgi_app = wait_route.WaitRoute(app, app.wsgi_app)
 

@@ -257,48 +257,71 @@ def _wait(
     park: Park | None,
 ) -> dict | object:
     order_id = answer.order_id
-    with hub.watch(events.channel(order_id)) as watch:
-        cached = None if hub.redis_down else _cached_order(order_id, token)
-        if since is not None and cached is not None and is_news(cached, since):
-            return answer_body(cached, since, "cache")
+    # A turn to subscribe and read the state (and another for the final read): the database
+    # and Redis pools are shared by every request of the worker, and a burst of waits must
+    # queue here, not there.
+    opening = current_app.extensions["wait_openings"]
+    opening.acquire()
+    try:
+        with hub.watch(events.channel(order_id)) as watch:
+            cached = None if hub.redis_down else _cached_order(order_id, token)
+            if since is not None and cached is not None and is_news(cached, since):
+                return answer_body(cached, since, "cache")
 
-        current, source = _current_order(order_id, token, cached)
-        if since is None:
-            since = current["version"]
-        if is_news(current, since):
-            return answer_body(current, since, source)
-        # While blocked, keep what we know as one string, not two decoded orders: a held
-        # wait's memory is mostly what its frames keep alive.
-        known, cached, current = events.encode(current), None, None
-
-        if park is not None and not hub.closing:
-            slots = take_wait_slots(client, order_id)
-            _log_held(order_id, since)
-            try:
-                if park(answer, since, known, slots, deadline, watch):
-                    return PARKED
-            except BaseException:
-                give_back_wait_slots(slots)
-                raise
-            give_back_wait_slots(slots)
-            return answer.body  # a delivery pending on the watch answered it
-
-        with _held_wait_slots(client, order_id):
-            _log_held(order_id, since)
-            while not hub.closing and (remaining := deadline - time.monotonic()) > 0:
-                delivery = watch.next(remaining)
-                if delivery is None or delivery.source == SHUTDOWN:
-                    break
-                published = json.loads(delivery.data)
-                if is_news(published, since):
-                    answer.received = delivery.received
-                    return answer_body(published, since, delivery.source)
+            current, source = _current_order(order_id, token, cached)
+            if since is None:
+                since = current["version"]
+            if is_news(current, since):
+                return answer_body(current, since, source)
+            # While blocked, keep what we know as one string, not two decoded orders: a held
+            # wait's memory is mostly what its frames keep alive.
+            known, cached, current = events.encode(current), None, None
+            opening.release()
+            opening = None
+            held = _hold(hub, answer, watch, since, known, deadline, client, park)
+            if held is not None:
+                return held
+    finally:
+        if opening is not None:
+            opening.release()
 
     # Timed out: the database is the truth, read it once more (or keep what we know).
     # A stopping worker answers "shutdown" instead, early or not: the client asks again at
     # once, and reaches a worker that is not stopping.
-    final, _ = _current_order(order_id, token, known)
+    with current_app.extensions["wait_openings"]:
+        final, _ = _current_order(order_id, token, known)
     return answer_body(final, since, SHUTDOWN if hub.closing else "timeout")
+
+
+def _hold(
+    hub, answer: WaitAnswer, watch: Watch, since: int, known: str, deadline, client, park
+) -> dict | object | None:
+    """Park the wait, or block its greenlet on the watch: its answer, PARKED, or None at the
+    deadline."""
+    order_id = answer.order_id
+    if park is not None and not hub.closing:
+        slots = take_wait_slots(client, order_id)
+        _log_held(order_id, since)
+        try:
+            if park(answer, since, known, slots, deadline, watch):
+                return PARKED
+        except BaseException:
+            give_back_wait_slots(slots)
+            raise
+        give_back_wait_slots(slots)
+        return answer.body  # a delivery pending on the watch answered it
+
+    with _held_wait_slots(client, order_id):
+        _log_held(order_id, since)
+        while not hub.closing and (remaining := deadline - time.monotonic()) > 0:
+            delivery = watch.next(remaining)
+            if delivery is None or delivery.source == SHUTDOWN:
+                break
+            published = json.loads(delivery.data)
+            if is_news(published, since):
+                answer.received = delivery.received
+                return answer_body(published, since, delivery.source)
+    return None
 
 
 def _log_held(order_id: str, since: int) -> None:
