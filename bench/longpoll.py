@@ -27,7 +27,7 @@ worker process, to show which of the two set the pace.
 How: a fresh PostgreSQL database (schema by `flask --app wsgi db upgrade`, dropped at the
 end), a private redis-server (so every client in CLIENT LIST but ours is the server's) and
 gunicorn with the repo's gunicorn.conf.py and one gevent worker, all on 127.0.0.1. Waits count
-as held once the worker's `orderwait_waits_held` gauge and the private Redis's subscribed
+as held once the hub's `parked` count (/readyz) and the private Redis's subscribed
 channels show them all and the worker's CPU has gone quiet. Each held request is a raw
 non-blocking socket watched by the asyncio loop, answered when its last byte arrives. Reads
 of `orders` are counted as described in OrdersReads and reads_rows. Everything started here
