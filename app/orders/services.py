@@ -6,7 +6,7 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
@@ -260,9 +260,8 @@ def _wait(
     # A turn to subscribe and read the state (and another for the final read): the database
     # and Redis pools are shared by every request of the worker, and a burst of waits must
     # queue here, not there.
-    opening = current_app.extensions["wait_openings"]
-    opening.acquire()
-    try:
+    with ExitStack() as turn:
+        turn.enter_context(current_app.extensions["wait_openings"])
         with hub.watch(events.channel(order_id)) as watch:
             cached = None if hub.redis_down else _cached_order(order_id, token)
             if since is not None and cached is not None and is_news(cached, since):
@@ -276,14 +275,10 @@ def _wait(
             # While blocked, keep what we know as one string, not two decoded orders: a held
             # wait's memory is mostly what its frames keep alive.
             known, cached, current = events.encode(current), None, None
-            opening.release()
-            opening = None
+            turn.close()  # the turn ends here; the watch goes on
             held = _hold(hub, answer, watch, since, known, deadline, client, park)
             if held is not None:
                 return held
-    finally:
-        if opening is not None:
-            opening.release()
 
     # Timed out: the database is the truth, read it once more (or keep what we know).
     # A stopping worker answers "shutdown" instead, early or not: the client asks again at

@@ -13,6 +13,7 @@ from app.security import JSON_BODY_REQUIRED, UnsupportedMediaType
 from . import bp, services
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
+SIGNATURE_ENVIRON_KEY = "HTTP_" + SIGNATURE_HEADER.upper().replace("-", "_")
 
 
 @bp.post("/callback")
@@ -38,7 +39,7 @@ class CallbackRoute(PlainRoute):
         stream = get_input_stream(environ, max_content_length=self.app.config["MAX_CONTENT_LENGTH"])
         outcome = services.receive(
             stream.read(),
-            environ.get("HTTP_" + SIGNATURE_HEADER.upper().replace("-", "_")),
+            environ.get(SIGNATURE_ENVIRON_KEY),
             environ.get("REMOTE_ADDR"),
         )
         return self.json(start_response, outcome.to_json())
