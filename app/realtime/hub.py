@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from app import metrics
 from app.logs import fields
 
+from .readiness import FrameWaiter
 from .signals import Broadcast
 
 log = logging.getLogger(__name__)
@@ -450,6 +451,13 @@ class Hub:
 
     def _read_loop(self) -> None:
         conn = self._conn
+        frames = FrameWaiter(conn)
+        try:
+            self._read_frames(conn, frames)
+        finally:
+            frames.close()
+
+    def _read_frames(self, conn, frames: FrameWaiter) -> None:
         next_canary = time.monotonic() + min(self.canary_interval, 1.0)
         last_frame = 0.0
         while self.connected and self._conn is conn:
@@ -466,7 +474,7 @@ class Hub:
             # What has arrived is read first: under load the echo may sit behind thousands
             # of frames (subscribe confirmations), which is no sign of a lost subscription;
             # nor is a late echo while frames keep coming. Silence past the deadline is.
-            if conn.can_read(timeout=max(wake_in, 0.0)):
+            if frames.wait(max(wake_in, 0.0)):
                 self._dispatch(conn.read_response())
                 last_frame = time.monotonic()
             elif (sent_at := self._canary_sent_at) is not None and (
