@@ -1348,6 +1348,19 @@ class Results:
         return webhooks_ok and all(v.all_correct for v in self.verdicts())
 
 
+def webhook_and_answer_text(shape: Held) -> str:
+    """Where a spread answer's time goes: the webhook's own response, and how long after it
+    the answer came (negative: before)."""
+    response_ms = sorted((t.done_at - t.sent_at) * 1000 for t in shape.triggers)
+    after_ms = sorted(
+        (answer.done_at - trigger.done_at) * 1000
+        for answer, trigger in zip(shape.answers, shape.triggers, strict=True)
+        if answer is not None
+    )
+    p50, p99 = percentile(response_ms, 50), percentile(response_ms, 99)
+    return f"{ms(p50)} / {ms(p99)}; {ms(percentile(after_ms, 50))}"
+
+
 def spread_rows(args, results: Results) -> list[Row]:
     shape, verdict = results.spread, results.spread_verdict
     lat, n = verdict.latencies_ms, shape.n
@@ -1373,6 +1386,10 @@ def spread_rows(args, results: Results) -> list[Row]:
             ms(p99),
             f"<= {TARGET_SPREAD_P99_MS:g} ms",
             p99 <= TARGET_SPREAD_P99_MS and verdict.all_correct,
+        ),
+        Row(
+            "spread webhook response p50 / p99; answer after the response p50",
+            webhook_and_answer_text(shape),
         ),
         Row(
             f"spread webhooks per second ({args.concurrency} in flight)",
