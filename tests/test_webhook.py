@@ -138,25 +138,46 @@ def any_database_app(request, make_app, app, tmp_path):
 
 @contextmanager
 def statements_run(app):
-    """The first word of every SQL statement the app sends while inside, and "COMMIT" for
-    each commit of a transaction."""
+    """What the app sends the database while inside, seen at the driver.
+
+    PostgreSQL: (first word, whether the connection was in autocommit) of every statement a
+    psycopg2 cursor executes, SQLAlchemy's and those run straight on the driver alike; in
+    autocommit the driver sends no BEGIN or COMMIT around it. SQLite: the first word of
+    every statement SQLAlchemy sends, and "COMMIT" for each commit.
+    """
     seen = []
-
-    def record(_conn, _cursor, statement, *_):
-        seen.append(statement.split()[0].upper())
-
-    def committed(_conn):
-        seen.append("COMMIT")
-
     with app.app_context():
         engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    event.listen(engine, "commit", committed)
+    if engine.dialect.name == "postgresql":
+        import psycopg2.extensions
+
+        class Recording(psycopg2.extensions.cursor):
+            def execute(self, query, params=None):
+                seen.append((query.split()[0].upper(), self.connection.autocommit))
+                return super().execute(query, params)
+
+        listeners = {
+            "checkout": lambda dbapi_connection, *_: setattr(
+                dbapi_connection, "cursor_factory", Recording
+            ),
+            "checkin": lambda dbapi_connection, *_: setattr(
+                dbapi_connection, "cursor_factory", psycopg2.extensions.cursor
+            ),
+        }
+    else:
+        listeners = {
+            "before_cursor_execute": lambda _c, _cur, statement, *_: seen.append(
+                statement.split()[0].upper()
+            ),
+            "commit": lambda _conn: seen.append("COMMIT"),
+        }
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
-        event.remove(engine, "commit", committed)
+        for name, listener in listeners.items():
+            event.remove(engine, name, listener)
 
 
 @pytest.mark.parametrize(("result_code", "amount"), [(0, 300), (1032, 300), (2001, None)])
@@ -174,7 +195,7 @@ def test_a_payment_settles_in_one_statement_without_reading_the_order(
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["changed"] is True
     on_postgresql = any_database_app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
-    assert statements == (["WITH"] if on_postgresql else ["UPDATE", "INSERT", "COMMIT"])
+    assert statements == ([("WITH", True)] if on_postgresql else ["UPDATE", "INSERT", "COMMIT"])
     with any_database_app.app_context():
         mine = PaymentEvent.order_number == order["orderNumber"]
         audit = db.session.execute(db.select(PaymentEvent).where(mine)).scalars().all()

@@ -4,7 +4,8 @@ A callback for an order still processing (paid the right amount, when it is a pa
 needs no read of the order first: one UPDATE ... RETURNING settles it, and its audit row goes
 in with it. On PostgreSQL the two are one statement (the UPDATE and the INSERT as CTEs) run
 in autocommit: one round trip, where the ORM took five (BEGIN, SELECT ... FOR UPDATE,
-UPDATE, INSERT, COMMIT). Elsewhere (SQLite) they are two statements and a commit.
+UPDATE, INSERT, COMMIT), straight on the driver (app/driver_statement.py). Elsewhere (SQLite)
+they are two statements and a commit.
 
 The statements are built once, with bound parameters: building and cache-keying a statement
 per call, and the ORM's unit of work, cost a worker more CPU than the round trips did.
@@ -16,6 +17,7 @@ import functools
 
 from sqlalchemy import Row, Select, Update, bindparam, cast, insert, select, update
 
+from app.driver_statement import DriverStatement
 from app.extensions import db
 from app.orders.models import PROCESSING, Order, settlement, utcnow
 
@@ -35,7 +37,7 @@ AUDIT_COLUMNS = (
 )
 
 
-def settle_if_processing(callback: Callback, audit: dict) -> Row | None:
+def settle_if_processing(callback: Callback, audit: dict) -> Row | tuple | None:
     """Settle the order `callback` names, if it is still processing and, for a payment, its
     total is the amount paid, and write the `audit` row (AUDIT_COLUMNS but received_at) in
     the same transaction. Returns the settled order's row, or None having changed nothing:
@@ -51,8 +53,7 @@ def settle_if_processing(callback: Callback, audit: dict) -> Row | None:
     audit = {**audit, "received_at": utcnow()}
     if db.engine.dialect.name == "postgresql":
         params.update({f"audit_{name}": audit[name] for name in AUDIT_COLUMNS})
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return connection.execute(_settle_and_audit(check_amount), params).one_or_none()
+        return _on_driver(db.engine, check_amount).one_or_none(params)
     row = db.session.execute(_settle(check_amount), params).one_or_none()
     if row is not None:
         db.session.execute(_AUDIT_INSERT, {**audit, "order_id": row.id})
@@ -77,6 +78,11 @@ def _settle(check_amount: bool) -> Update:
         .values(version=orders.c.version + 1)
         .returning(*orders.c)
     )
+
+
+@functools.lru_cache(maxsize=8)  # per engine: one in a worker, more in tests
+def _on_driver(engine, check_amount: bool) -> DriverStatement:
+    return DriverStatement(engine, _settle_and_audit(check_amount))
 
 
 @functools.cache
