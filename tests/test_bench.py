@@ -27,6 +27,7 @@ APP_ROWS = [
     "worker RSS per held wait, spread",
     "spread webhook->answer p50",
     "spread webhook->answer p99",
+    "spread webhook response p50 / p99",
     "spread webhooks per second",
     "Redis connections per worker",
     "DB reads of orders per wait answered by pub/sub",
