@@ -65,11 +65,11 @@ def configure_database_url(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app import ratelimit, realtime, security
-    from app.extensions import db, migrate, redis_store
+    from app import migrations_cli, ratelimit, realtime, security
+    from app.extensions import db, redis_store
 
     db.init_app(app)
-    migrate.init_app(app, db, render_as_batch=True)  # batch mode: SQLite cannot ALTER much
+    migrations_cli.init_app(app)
     redis_store.init_app(app)
     realtime.init_app(app)
     security.init_app(app)

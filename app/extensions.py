@@ -2,7 +2,6 @@
 
 import redis
 from flask import current_app
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -24,7 +23,6 @@ class Base(DeclarativeBase):
 # expire_on_commit=False: a committed order is serialized right after commit; expiring it
 # would cost one reload query per request for data this process just wrote.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
-migrate = Migrate()
 
 
 class RedisStore:

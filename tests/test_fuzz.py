@@ -49,7 +49,7 @@ SERVER_ENV = {
     "DEV_SIMULATE_PROVIDER": 1,
 }
 # Per generation mode, per operation. FUZZ_EXAMPLES raises it for a deeper run.
-EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 BAD_ORDER_EXAMPLES = 200
 BAD_WEBHOOK_EXAMPLES = 250
 ENUMERATION_EXAMPLES = 150

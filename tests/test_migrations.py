@@ -64,3 +64,22 @@ def test_plain_postgres_urls_map_to_psycopg2():
     assert normalize_database_url("postgres://u@h/d") == "postgresql+psycopg2://u@h/d"
     assert normalize_database_url("postgresql://u@h/d") == "postgresql+psycopg2://u@h/d"
     assert normalize_database_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_the_db_commands_take_their_options_and_a_worker_never_loads_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'orders.db'}"
+    upgraded = flask_db("--directory", "migrations", "upgrade", database_url=url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    current = flask_db("current", database_url=url)
+    assert "(head)" in current.stdout, current.stdout + current.stderr
+    # What a gunicorn worker imports: the app, and Alembic only once a db command runs.
+    boot = "import sys, wsgi; print('alembic' in sys.modules, 'flask_migrate' in sys.modules)"
+    result = subprocess.run(
+        [str(servers.BIN / "python"), "-c", boot],
+        cwd=servers.ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.split() == ["False", "False"], result.stdout + result.stderr
