@@ -6,6 +6,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
+from app.realtime.readiness import connection_class_for
+
 # Stable constraint names, so Alembic revisions are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -23,6 +25,11 @@ class Base(DeclarativeBase):
 # expire_on_commit=False: a committed order is serialized right after commit; expiring it
 # would cost one reload query per request for data this process just wrote.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+
+
+def connection_class(url: str) -> dict:
+    chosen = connection_class_for(url)
+    return {} if chosen is None else {"connection_class": chosen}
 
 
 class RedisStore:
@@ -43,6 +50,7 @@ class RedisStore:
             socket_keepalive=True,
             decode_responses=True,
             client_name="orderwait:cmd",
+            **connection_class(cfg["REDIS_URL"]),
         )
         app.extensions["redis"] = redis.Redis(connection_pool=pool)
 

@@ -10,7 +10,7 @@ import gevent
 import redis
 from gevent import monkey
 
-from app.realtime.readiness import FrameWaiter
+from app.realtime.readiness import CheckedWithoutYielding, FrameWaiter, connection_class_for
 
 blocking_sleep = monkey.get_original("time", "sleep")
 blocking_socket = monkey.get_original("socket", "socket")
@@ -96,3 +96,46 @@ def test_frames_read_together_are_ready_without_touching_the_socket(redis_url):
     finally:
         frames.close()
         conn.disconnect()
+
+
+def command_pool(redis_url: str) -> redis.ConnectionPool:
+    return redis.ConnectionPool.from_url(
+        redis_url, decode_responses=True, connection_class=CheckedWithoutYielding
+    )
+
+
+def test_a_checkout_from_the_pool_does_not_yield_to_other_greenlets(redis_url):
+    pool = command_pool(redis_url)
+    client = redis.Redis(connection_pool=pool)
+    try:
+        assert client.ping()  # one connection made and back in the pool
+        ran = []
+        gevent.spawn(ran.append, "other")
+        conn = pool.get_connection()
+        assert ran == [], "the checkout's check for leftover data went through the loop"
+        pool.release(conn)
+        gevent.sleep(0)
+        assert ran == ["other"]
+    finally:
+        pool.disconnect()
+
+
+def test_a_reply_left_unread_is_still_seen(redis_url):
+    pool = command_pool(redis_url)
+    conn = pool.get_connection()
+    try:
+        assert conn.can_read() is False
+        conn.send_command("PING")
+        blocking_sleep(0.05)  # the reply is on the socket, unread
+        assert conn.can_read() is True
+        assert conn.read_response() == "PONG"
+        assert conn.can_read() is False
+        pool.release(conn)
+    finally:
+        pool.disconnect()
+
+
+def test_only_plain_tcp_urls_get_the_connection_class():
+    assert connection_class_for("redis://127.0.0.1:6379/0") is CheckedWithoutYielding
+    assert connection_class_for("rediss://example.com:6380/0") is None
+    assert connection_class_for("unix:///run/redis.sock") is None

@@ -1,4 +1,7 @@
-"""Waiting for the next frame on the hub's pub/sub connection, first in line.
+"""Redis reads that do not wait a pass of gevent's loop longer than they must.
+
+The hub's pub/sub reader wakes first on the pass that sees its socket readable (FrameWaiter);
+a command connection checks for leftover data without yielding (CheckedWithoutYielding).
 
 redis-py's `can_read(timeout)` polls the socket through gevent's `select.poll`, which wakes
 the caller by setting an Event: the reader then runs only on the loop's NEXT pass, after
@@ -12,7 +15,12 @@ any other greenlet woken by the same pass.
 
 from __future__ import annotations
 
+import select
+from urllib.parse import urlsplit
+
 import gevent
+import redis
+from gevent import monkey
 from gevent.hub import get_hub
 
 READ = 1  # libev's EV_READ
@@ -62,3 +70,37 @@ def _parser_reader(conn):
     """
     reader = getattr(getattr(conn, "_parser", None), "_reader", None)
     return reader if callable(getattr(reader, "has_data", None)) else None
+
+
+class CheckedWithoutYielding(redis.Connection):
+    """A command connection whose "anything left to read?" check does not yield.
+
+    redis-py's pool asks each connection it hands out whether the socket holds data (a
+    reply left unread would answer the next command). Under gevent that poll, even with a
+    zero timeout, goes through the event loop: the caller resumes a pass later. The
+    publisher takes a connection for every batch, so each webhook's answer waited a whole
+    pass there. Here the common case, nothing on the socket and nothing in the parser, is
+    a real zero-timeout poll(2); anything else goes to redis-py's own check.
+    """
+
+    def can_read(self, timeout: float = 0) -> bool:
+        sock = self._sock
+        if timeout == 0 and sock is not None:
+            reader = _parser_reader(self)
+            if reader is not None and not reader.has_data() and not _readable_now(sock):
+                return False
+        return super().can_read(timeout)
+
+
+_blocking_poll = monkey.get_original("select", "poll")
+
+
+def _readable_now(sock) -> bool:
+    poller = _blocking_poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def connection_class_for(url: str) -> type[redis.Connection] | None:
+    """CheckedWithoutYielding for plain TCP (redis://); None (redis-py's choice) otherwise."""
+    return CheckedWithoutYielding if urlsplit(url).scheme == "redis" else None
