@@ -7,8 +7,8 @@ autocommit the isolation level set at checkout and reset at checkin. Here the st
 compiled once, for the engine's dialect, and executed on a pooled driver connection.
 
 What SQLAlchemy would do around a failure is kept: the driver's error becomes SQLAlchemy's
-(OperationalError and the rest, which the app's handlers answer), and a connection found
-disconnected is invalidated rather than returned to the pool.
+(OperationalError and the rest, which the app's handlers answer), connecting included, and
+a disconnect invalidates the connection and every pooled one opened before it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,13 @@ class DriverStatement:
         """Execute in autocommit: the first row returned, or None."""
         dialect = self.engine.dialect
         params = {**self.fixed, **params}
-        pooled = self.engine.raw_connection()
+        try:
+            pooled = self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:
+            # A new connection that failed: the pool hands the driver's error out as it is.
+            raise DBAPIError.instance(
+                None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from exc
         driver = pooled.driver_connection
         cursor = None
         try:
@@ -68,7 +74,9 @@ class DriverStatement:
                 except dialect.loaded_dbapi.Error:
                     disconnected = True
             if disconnected:
-                pooled.invalidate(exc)
+                # As SQLAlchemy does: the server went away, so every connection opened
+                # before this one is stale too; the pool replaces them at checkout.
+                self.engine.pool._invalidate(pooled, exc)
             raise DBAPIError.instance(
                 self.sql,
                 params,

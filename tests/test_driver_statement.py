@@ -78,3 +78,36 @@ def test_a_lost_connection_is_invalidated_and_the_next_statement_reconnects(one_
 def test_a_type_that_needs_sqlalchemys_processing_is_refused(one_connection):
     with pytest.raises(ValueError, match="processing"):
         DriverStatement(one_connection, select(bindparam("document", type_=JSON)))
+
+
+def test_a_database_that_cannot_be_reached_is_sqlalchemys_operational_error():
+    # Port 1 on loopback: nothing listens, so the pool's new connection fails.
+    engine = create_engine(normalize_database_url("postgresql://postgres@127.0.0.1:1/none"))
+    try:
+        with pytest.raises(OperationalError):  # what the app answers with a 503
+            DriverStatement(engine, select(literal(1))).one_or_none({})
+    finally:
+        engine.dispose()
+
+
+def test_a_disconnect_retires_every_connection_opened_before_it(pg_url):
+    engine = create_engine(normalize_database_url(pg_url), pool_size=2, max_overflow=0)
+    try:
+        first, second = engine.raw_connection(), engine.raw_connection()
+        stale = set()
+        for pooled in (first, second):
+            with pooled.driver_connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                stale.add(cursor.fetchone()[0])
+            pooled.close()
+        with create_engine(normalize_database_url(pg_url)).connect() as admin:
+            for pid in stale:  # the server restarted, as far as both know
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        statement = DriverStatement(engine, select(text("pg_backend_pid()")))
+        with pytest.raises(OperationalError):
+            statement.one_or_none({})
+        # The other stale connection is not handed out: both statements reconnect.
+        assert statement.one_or_none({})[0] not in stale
+        assert statement.one_or_none({})[0] not in stale
+    finally:
+        engine.dispose()
