@@ -34,7 +34,9 @@ class FrameWaiter:
         self._parser_reader = _parser_reader(conn)
         self._watcher = None
         sock = getattr(conn, "_sock", None)
-        if self._parser_reader is not None and sock is not None:
+        # TLS keeps decrypted bytes above the socket, where no watcher sees them: can_read.
+        tls = hasattr(sock, "pending")
+        if self._parser_reader is not None and sock is not None and not tls:
             loop = get_hub().loop
             self._watcher = loop.io(sock.fileno(), READ)
             self._watcher.priority = loop.MAXPRI
