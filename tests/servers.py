@@ -220,7 +220,11 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_until(self._healthy, 20, interval=0.05, message=f"gunicorn on {self.port}")
+        try:
+            wait_until(self._healthy, 20, interval=0.05, message=f"gunicorn on {self.port}")
+        except BaseException:
+            self.stop()  # the fixture never saw it: leave no process or directory behind
+            raise
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
@@ -244,8 +248,10 @@ class LiveServer:
     def stop(self) -> None:
         """Kill master and workers at once, for tests that are not about shutting down: a
         graceful stop costs each test half a second, and the shutdown tests cover it."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-        Path(self.log.name).unlink(missing_ok=True)
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        try:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        finally:
+            Path(self.log.name).unlink(missing_ok=True)
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
