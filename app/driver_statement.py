@@ -34,6 +34,8 @@ class DriverStatement:
         if dialect.paramstyle != "pyformat":
             raise ValueError(f"driver statements take named parameters, not {dialect.paramstyle}")
         compiled = statement.compile(dialect=dialect)
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            raise ValueError("driver statements take no parameters rendered at execution")
         for name, bind in compiled.binds.items():
             if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None:
                 raise ValueError(f"parameter {name} needs SQLAlchemy's processing")

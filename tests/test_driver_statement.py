@@ -75,9 +75,12 @@ def test_a_lost_connection_is_invalidated_and_the_next_statement_reconnects(one_
     assert second_pid != first_pid
 
 
-def test_a_type_that_needs_sqlalchemys_processing_is_refused(one_connection):
+def test_a_statement_the_driver_cannot_run_as_compiled_is_refused(one_connection):
     with pytest.raises(ValueError, match="processing"):
         DriverStatement(one_connection, select(bindparam("document", type_=JSON)))
+    expanding = orders.c.id.in_(bindparam("ids", expanding=True))  # rendered per execution
+    with pytest.raises(ValueError, match="rendered at execution"):
+        DriverStatement(one_connection, select(orders.c.id).where(expanding))
 
 
 def test_a_database_that_cannot_be_reached_is_sqlalchemys_operational_error():
