@@ -27,11 +27,6 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
 
-def connection_class(url: str) -> dict:
-    chosen = connection_class_for(url)
-    return {} if chosen is None else {"connection_class": chosen}
-
-
 class RedisStore:
     """One bounded command-connection pool per worker process.
 
@@ -41,6 +36,8 @@ class RedisStore:
 
     def init_app(self, app) -> None:
         cfg = app.config
+        # Only where one is chosen: an explicit class would override rediss://'s TLS one.
+        chosen = connection_class_for(cfg["REDIS_URL"])
         pool = redis.BlockingConnectionPool.from_url(
             cfg["REDIS_URL"],
             max_connections=cfg["REDIS_POOL_SIZE"],
@@ -50,7 +47,7 @@ class RedisStore:
             socket_keepalive=True,
             decode_responses=True,
             client_name="orderwait:cmd",
-            **connection_class(cfg["REDIS_URL"]),
+            **({"connection_class": chosen} if chosen else {}),
         )
         app.extensions["redis"] = redis.Redis(connection_pool=pool)
 

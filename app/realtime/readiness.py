@@ -33,7 +33,7 @@ class FrameWaiter:
         self._conn = conn
         self._parser_reader = _parser_reader(conn)
         self._watcher = None
-        sock = getattr(conn, "_sock", None)
+        self._sock = sock = getattr(conn, "_sock", None)
         # TLS keeps decrypted bytes above the socket, where no watcher sees them: can_read.
         tls = hasattr(sock, "pending")
         if self._parser_reader is not None and sock is not None and not tls:
@@ -53,7 +53,7 @@ class FrameWaiter:
         if self._parser_reader.has_data():
             return True  # read off the socket already, with an earlier frame
         if timeout <= 0:
-            return self._conn.can_read(timeout=0)
+            return _readable_now(self._sock)  # a look, not a trip through the loop
         with gevent.Timeout(timeout, False):
             get_hub().wait(self._watcher)
             return True
