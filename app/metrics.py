@@ -35,6 +35,9 @@ streams_open = Gauge(
 waits_answered = Counter(
     _PREFIX + "waits_answered", "Long-poll waits answered, by what answered them", ["source"]
 )
+waits_queued = Counter(
+    _PREFIX + "waits_queued", "Long-poll waits that found no turn to open and queued for one"
+)
 webhooks = Counter(_PREFIX + "webhooks", "Provider callbacks, by outcome", ["outcome"])
 publish_failures = Counter(
     _PREFIX + "publish_failures", "Redis publish batches that failed (their waiters are polled)"

@@ -44,18 +44,13 @@ class PlainRoute:
         ):
             return self.next_app(environ, start_response)
         with self.app.app_context():
-            try:
-                response = self.serve(match, environ, start_response)
-            except ApiError as err:
-                return self.error(start_response, err.status, err.message, err.retry_after)
-            except HTTPException as err:  # werkzeug's own, such as 413 for a large body
-                return self.error(start_response, err.code or 500, err.description or err.name)
-            except DATABASE_DOWN as err:
-                log.error("database unavailable: %s", first_line(err))
-                return self.error(start_response, 503, "database unavailable, retry shortly")
-            except Exception:
-                log.exception("%s %s failed", self.method, environ.get("PATH_INFO"))
-                return self.error(start_response, 500, "Internal Server Error")
+            response = answer_errors(
+                lambda: self.serve(match, environ, start_response),
+                lambda status, message, retry_after: self.error(
+                    start_response, status, message, retry_after
+                ),
+                f"{self.method} {environ.get('PATH_INFO')}",
+            )
         if response is None:
             # Taken over: something else answers on a socket of its own. gunicorn ends a
             # request that raises StopIteration by closing its socket, writing nothing.
@@ -72,12 +67,26 @@ class PlainRoute:
         return [body]
 
     def error(self, start_response, status: int, message: str, retry_after=None) -> list[bytes]:
-        body = json_bytes(self.app, {"success": False, "error": message})
-        headers = json_headers(body)
-        if retry_after is not None:
-            headers.append(("Retry-After", str(retry_after)))
-        start_response(status_line(status), headers)
+        body = error_bytes(self.app, message)
+        start_response(status_line(status), error_headers(body, retry_after))
         return [body]
+
+
+def answer_errors(serve, error, what: str):
+    """serve(), or error(status, message, retry_after) for what the app raised: the status
+    and message the Flask app's error handlers give the same exception."""
+    try:
+        return serve()
+    except ApiError as err:
+        return error(err.status, err.message, err.retry_after)
+    except HTTPException as err:  # werkzeug's own, such as 413 for a large body
+        return error(err.code or 500, err.description or err.name, None)
+    except DATABASE_DOWN as err:
+        log.error("database unavailable: %s", first_line(err))
+        return error(503, "database unavailable, retry shortly", None)
+    except Exception:
+        log.exception("%s failed", what)
+        return error(500, "Internal Server Error", None)
 
 
 def status_line(status: int) -> str:
@@ -96,3 +105,22 @@ def json_headers(body: bytes) -> list[tuple[str, str]]:
         ("Content-Length", str(len(body))),
         *SECURITY_HEADERS,
     ]
+
+
+def error_bytes(app, message: str) -> bytes:
+    return json_bytes(app, {"success": False, "error": message})
+
+
+def error_headers(body: bytes, retry_after=None) -> list[tuple[str, str]]:
+    headers = json_headers(body)
+    if retry_after is not None:
+        headers.append(("Retry-After", str(retry_after)))
+    return headers
+
+
+def closing_response(http: str, status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """A whole HTTP response, for a socket the server has let go of: it closes after it."""
+    head = [f"{http} {status_line(status)}"]
+    head += [f"{name}: {value}" for name, value in headers]
+    head.append("Connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body

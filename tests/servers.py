@@ -16,6 +16,7 @@ from pathlib import Path
 import gevent
 import psycopg2
 import requests
+from gevent.event import Event
 from gevent.server import StreamServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +135,8 @@ class TcpProxy:
     stop() refuses new connections and drops the open ones (a server that went away);
     start() serves again on the same port; mute() silences every open connection in both
     directions while new ones pass normally (a connection that silently stopped answering,
-    as the old side of a failover).
+    as the old side of a failover); pause() holds back what every connection carries, and
+    resume() passes it on (a server that stalls for a while).
     """
 
     def __init__(self, upstream_port: int):
@@ -142,6 +144,8 @@ class TcpProxy:
         self.port = free_port()
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._muted: set[tuple[socket.socket, socket.socket]] = set()
+        self._flowing = Event()
+        self._flowing.set()
         self._server: StreamServer | None = None
         self.start()
 
@@ -160,6 +164,12 @@ class TcpProxy:
 
     def mute(self) -> None:
         self._muted |= self._pairs
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     def _handle(self, client: socket.socket, _address) -> None:
         try:
@@ -187,6 +197,7 @@ class TcpProxy:
     def _pipe(self, pair, source: socket.socket, target: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 if pair not in self._muted:
                     target.sendall(data)
         except OSError:

@@ -6,7 +6,7 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
@@ -154,6 +154,9 @@ def wait_for_update(
     timeout_ms: int,
     client: str = "-",
     park: Park | None = None,
+    *,
+    started: float | None = None,
+    turn_held: bool = False,
 ) -> WaitAnswer | None:
     """Answer as soon as the order moves past `since` (or is terminal), else after the timeout.
 
@@ -163,18 +166,23 @@ def wait_for_update(
     A wait that is going to block needs a slot for its `client` address and for its order
     (429 when either holds its limit already). With `park`, a wait that would block is handed
     over to it instead, and None is returned.
+
+    `started` (time.monotonic()) is when the client asked, if earlier than now: the timeout
+    counts from then. `turn_held`: the caller holds a turn of `wait_openings` for the whole
+    call (a wait that queued for one), so the wait takes none of its own.
     """
     if not token:
         raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
     if not is_order_id(order_id):
         raise NotFound("order not found")
     hub = current_hub()
-    answer = WaitAnswer({}, order_id, time.monotonic())
+    answer = WaitAnswer({}, order_id, time.monotonic() if started is None else started)
     answer.connection = registry.open("wait", order_id)
     deadline = answer.started + timeout_ms / 1000
+    turn = nullcontext() if turn_held else current_app.extensions["wait_openings"]
     body = None
     try:
-        body = _wait(hub, answer, token, since, deadline, client, park)
+        body = _wait(hub, answer, token, since, deadline, client, park, turn)
     finally:
         if body is not PARKED:
             registry.close(answer.connection)
@@ -255,13 +263,14 @@ def _wait(
     deadline: float,
     client: str,
     park: Park | None,
+    turn: AbstractContextManager,
 ) -> dict | object:
     order_id = answer.order_id
     # A turn to subscribe and read the state (and another for the final read): the database
     # and Redis pools are shared by every request of the worker, and a burst of waits must
     # queue here, not there.
-    with ExitStack() as turn:
-        turn.enter_context(current_app.extensions["wait_openings"])
+    with ExitStack() as opening:
+        opening.enter_context(turn)
         with hub.watch(events.channel(order_id)) as watch:
             cached = None if hub.redis_down else _cached_order(order_id, token)
             if since is not None and cached is not None and is_news(cached, since):
@@ -275,7 +284,7 @@ def _wait(
             # While blocked, keep what we know as one string, not two decoded orders: a held
             # wait's memory is mostly what its frames keep alive.
             known, cached, current = events.encode(current), None, None
-            turn.close()  # the turn ends here; the watch goes on
+            opening.close()  # the turn ends here; the watch goes on
             held = _hold(hub, answer, watch, since, known, deadline, client, park)
             if held is not None:
                 return held
@@ -283,7 +292,7 @@ def _wait(
     # Timed out: the database is the truth, read it once more (or keep what we know).
     # A stopping worker answers "shutdown" instead, early or not: the client asks again at
     # once, and reaches a worker that is not stopping.
-    with current_app.extensions["wait_openings"]:
+    with turn:
         final, _ = _current_order(order_id, token, known)
     return answer_body(final, since, SHUTDOWN if hub.closing else "timeout")
 

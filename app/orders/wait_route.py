@@ -11,19 +11,35 @@ errors and headers as the Flask route.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import time
 from urllib.parse import parse_qsl
 
 from werkzeug.datastructures import MultiDict
 
-from app.plain_wsgi import PlainRoute, json_bytes, json_headers, status_line
+from app import metrics
+from app.plain_wsgi import (
+    PlainRoute,
+    answer_errors,
+    closing_response,
+    error_bytes,
+    error_headers,
+    json_bytes,
+    json_headers,
+    status_line,
+)
 from app.realtime.hub import SHUTDOWN, Delivery, Watch
 from app.realtime.parking import Parked
 
 from . import services
 from .access import bearer_token
 from .schemas import parse_wait
+
+# A queued wait's answer is a few hundred bytes into an idle socket; a client that takes
+# none of it within this long has gone.
+WRITE_TIMEOUT_S = 5.0
 
 
 class WaitRoute(PlainRoute):
@@ -52,21 +68,91 @@ class WaitRoute(PlainRoute):
         del args  # nothing of the request outlives its parsing
         client = environ.get("REMOTE_ADDR") or "-"
         server_socket = environ.get("gunicorn.socket")
+        http = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
         park = None
         if server_socket is not None:
+            queue = self.app.extensions["wait_queue"]
+            if queue.full():
+                # No turn to open it now: it waits for one by its socket alone.
+                since, timeout_ms = params.since, params.timeout_ms
+                sock = server_socket.dup()
+                queue.put(QueuedWait(self, sock, order_id, token, since, timeout_ms, client, http))
+                metrics.waits_queued.inc()
+                return None
 
             def park(answer, since, known, slots, deadline, watch: Watch) -> bool:
                 sock = server_socket.dup()
-                http = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
-                request = ParkedWait(sock, watch, deadline, self, answer, since, known, slots, http)
-                if self.app.extensions["parking"].park(request, watch) is None:
+                if park_wait(self, sock, http, answer, since, known, slots, deadline, watch):
                     return True
-                request.sock.close()
+                sock.close()
                 return False
 
         return services.wait_for_update(
             order_id, token, params.since, params.timeout_ms, client=client, park=park
         )
+
+
+def park_wait(route, sock, http, answer, since, known, slots, deadline, watch: Watch) -> bool:
+    """Hand a wait about to block over to the parking lot, on `sock`: False when a delivery
+    already waiting on its watch answered it (answer.body), and nothing was parked."""
+    request = ParkedWait(sock, watch, deadline, route, answer, since, known, slots, http)
+    return route.app.extensions["parking"].park(request, watch) is None
+
+
+class QueuedWait:
+    """A wait that came when every turn to open one was taken (app/realtime/turns.py): its
+    socket and request, until the queue runs it with a turn."""
+
+    __slots__ = ("route", "sock", "order_id", "token", "since", "timeout_ms", "client", "http")
+    __slots__ += ("arrived",)
+
+    def __init__(self, route, sock, order_id, token, since, timeout_ms, client, http):
+        self.route = route
+        self.sock = sock  # a duplicate of the client's socket; the server closed its own
+        self.order_id = order_id
+        self.token = token
+        self.since = since
+        self.timeout_ms = timeout_ms  # from `arrived`, as if it had not queued
+        self.client = client
+        self.http = http
+        self.arrived = time.monotonic()
+
+    def run(self) -> None:
+        """Open the wait, as the route would: answer it on the socket, or park it there."""
+        app = self.route.app
+        with app.app_context():
+            response, answer = answer_errors(self._open, self._error, "a queued wait")
+        if response is None:
+            return  # parked: the lot owns the socket now
+        try:
+            self.sock.settimeout(WRITE_TIMEOUT_S)
+            self.sock.sendall(response)
+        except OSError:
+            pass  # the client left while it queued
+        finally:
+            self.sock.close()
+        if answer is not None:
+            answer.written()
+
+    def _open(self) -> tuple[bytes | None, services.WaitAnswer | None]:
+        park = functools.partial(park_wait, self.route, self.sock, self.http)
+        answer = services.wait_for_update(
+            self.order_id,
+            self.token,
+            self.since,
+            self.timeout_ms,
+            client=self.client,
+            park=park,
+            started=self.arrived,
+            turn_held=True,
+        )
+        if answer is None:
+            return None, None
+        return _http_response(self.route.app, self.http, answer.body), answer
+
+    def _error(self, status: int, message: str, retry_after) -> tuple[bytes, None]:
+        body = error_bytes(self.route.app, message)
+        return closing_response(self.http, status, error_headers(body, retry_after), body), None
 
 
 class _Body:
@@ -135,7 +221,4 @@ class ParkedWait(Parked):
 
 def _http_response(app, http: str, body: dict) -> bytes:
     data = json_bytes(app, body)
-    head = [f"{http} {status_line(200)}"]
-    head += [f"{name}: {value}" for name, value in json_headers(data)]
-    head.append("Connection: close")  # the server let go of this connection
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+    return closing_response(http, 200, json_headers(data), data)

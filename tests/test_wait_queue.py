@@ -1,0 +1,169 @@
+"""Waits that find every turn to open one taken queue by their socket (app/realtime/turns.py).
+
+A live gunicorn server with one turn (WAITS_OPENING_AT_ONCE=1), its database behind a proxy
+that the test pauses: the first wait holds the turn, stalled on its database read, and every
+wait after it queues, deterministically. Real PostgreSQL and Redis behind it.
+"""
+
+import time
+
+import gevent
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import servers
+from tests.test_live import create, parked, pay
+
+
+@pytest.fixture
+def one_turn(live_server, pg_url, db_proxy):
+    """A server opening one wait at a time, its database reachable only through `db_proxy`."""
+    proxied = pg_url.replace(":5432/", f":{db_proxy.port}/")
+    return live_server(DATABASE_URL=proxied, WAITS_OPENING_AT_ONCE=1)
+
+
+def queued(server) -> float:
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "orderwait_waits_queued_total":
+                return sample.value
+    return 0.0
+
+
+def get_wait(server, order: dict, token: str | None = None, **params) -> requests.Response:
+    headers = {} if token == "" else {"Authorization": f"Bearer {token or order['accessToken']}"}
+    return requests.get(
+        f"{server.url}/api/orders/{order['orderId']}/wait",
+        params={"timeout": 20_000, "since": 1, **params},
+        headers=headers,
+        timeout=30,
+    )
+
+
+def hold_the_turn(server, db_proxy) -> tuple[dict, list[gevent.Greenlet]]:
+    """Stall the database and send a wait that takes the one turn and stalls on its read,
+    and a second one, on the same order, that queues behind it. Returns both, and the
+    order."""
+    blocker = create(server)
+    before = queued(server)
+    db_proxy.pause()
+    holding = gevent.spawn(get_wait, server, blocker)
+    # Once a second wait has queued, the turn is certainly taken.
+    behind = gevent.spawn(get_wait, server, blocker)
+    servers.eventually(lambda: queued(server) == before + 1, 5, "a wait queued")
+    return blocker, [holding, behind]
+
+
+def test_a_burst_queued_for_the_turn_is_parked_and_answered_by_its_webhooks(one_turn, db_proxy):
+    server = one_turn
+    orders = [create(server) for _ in range(20)]
+    blocker, first = hold_the_turn(server, db_proxy)
+    before = queued(server)
+    waits = [gevent.spawn(get_wait, server, order) for order in orders]
+    servers.eventually(lambda: queued(server) == before + 20, 5, "the burst queued")
+    assert all(not w.ready() for w in waits)
+    db_proxy.resume()
+    servers.eventually(lambda: parked(server) == 22, 10, "every wait opened and parked")
+
+    for order in [*orders, blocker]:
+        assert pay(server, order).status_code == 200
+    answers = [w.get(timeout=10) for w in [*waits, *first]]
+    for order, answer in zip([*orders, blocker, blocker], answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["orderId"] == order["orderId"]
+        assert body["changed"] is True and body["paymentStatus"] == "completed"
+        assert body["source"] == "redis"
+    assert answers[0].headers["Content-Type"] == "application/json"
+    assert answers[0].headers["X-Content-Type-Options"] == "nosniff"
+    assert "gunicorn problems" not in server.output()
+    assert "Traceback" not in server.output()
+
+
+def test_a_queued_wait_for_a_settled_order_is_answered_once_it_has_its_turn(one_turn, db_proxy):
+    server = one_turn
+    paid = [create(server) for _ in range(5)]
+    for order in paid:
+        assert pay(server, order).status_code == 200
+    _, first = hold_the_turn(server, db_proxy)
+    waits = [gevent.spawn(get_wait, server, order) for order in paid]
+    gevent.sleep(0.3)
+    assert all(not w.ready() for w in waits)  # no turn yet
+    db_proxy.resume()
+    for order, answer in zip(paid, [w.get(timeout=10) for w in waits], strict=True):
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["orderId"] == order["orderId"] and body["changed"] is True
+        assert body["source"] == "cache"  # the cached state answered: no database read
+    gevent.killall(first)
+
+
+def test_a_queued_wait_answers_errors_as_a_wait_that_did_not_queue(one_turn, db_proxy):
+    server = one_turn
+    order = create(server)
+    stranger = {**order, "accessToken": "not-the-token"}
+    direct = {
+        "wrong token": get_wait(server, stranger),
+        "no token": get_wait(server, order, token=""),
+        "unknown order": get_wait(server, {**order, "orderId": "0" * 32}),
+    }
+    _, first = hold_the_turn(server, db_proxy)
+    try:
+        # Bad parameters are refused before any turn is needed: at once, queue or not.
+        started = time.monotonic()
+        bad = get_wait(server, order, timeout="soon")
+        assert bad.status_code == 400 and time.monotonic() - started < 1.0
+        before = queued(server)
+        pending = {
+            "wrong token": gevent.spawn(get_wait, server, stranger),
+            "no token": gevent.spawn(get_wait, server, order, token=""),
+            "unknown order": gevent.spawn(get_wait, server, {**order, "orderId": "0" * 32}),
+        }
+        servers.eventually(lambda: queued(server) == before + 3, 5, "the three queued")
+    finally:
+        db_proxy.resume()
+    for what, waiting in pending.items():
+        answer, expected = waiting.get(timeout=10), direct[what]
+        assert answer.status_code == expected.status_code, what
+        assert answer.json() == expected.json(), what
+        for header in ("Content-Type", "Content-Length", "X-Content-Type-Options"):
+            assert answer.headers[header] == expected.headers[header], (what, header)
+    assert {a.status_code for a in direct.values()} == {401, 404}
+    gevent.killall(first)
+
+
+def test_a_queued_wait_times_out_counting_from_its_arrival(one_turn, db_proxy):
+    server = one_turn
+    order = create(server)
+    _, first = hold_the_turn(server, db_proxy)
+    sent = time.monotonic()
+    waiting = gevent.spawn(get_wait, server, order, timeout=1000)
+    gevent.sleep(1.5)  # past its timeout, still queued
+    db_proxy.resume()
+    answer = waiting.get(timeout=10)
+    elapsed = time.monotonic() - sent
+    assert answer.status_code == 200
+    assert answer.json()["changed"] is False and answer.json()["source"] == "timeout"
+    # Counted from its turn, it would have waited another second.
+    assert elapsed < 2.3
+    gevent.killall(first)
+
+
+def test_sigterm_answers_the_queued_waits_before_the_worker_exits(one_turn, db_proxy):
+    server = one_turn
+    orders = [create(server) for _ in range(10)]
+    _, first = hold_the_turn(server, db_proxy)
+    before = queued(server)
+    waits = [gevent.spawn(get_wait, server, order) for order in orders]
+    servers.eventually(lambda: queued(server) == before + 10, 5, "the waits queued")
+    exited_in = gevent.spawn(server.terminate)
+    gevent.sleep(0.3)
+    db_proxy.resume()
+    # get_wait raises on a reset or refused connection: every one got an HTTP answer.
+    for order, answer in zip(orders, [w.get(timeout=15) for w in waits], strict=True):
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["orderId"] == order["orderId"] and body["source"] == "shutdown"
+    assert exited_in.get(timeout=30) < 10.0
