@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -51,10 +52,11 @@ def on_exit(server):
 
 def worker_exit(server, worker):
     """Before a stopped worker's process ends: answer what it still holds outside gunicorn's
-    own requests (parked long polls), within the graceful timeout."""
+    own requests (queued and parked long polls), all within one graceful timeout."""
     app = getattr(worker, "wsgi", None)
+    deadline = time.monotonic() + graceful_timeout
     for wait in getattr(app, "extensions", {}).get("drained", []):
-        wait(graceful_timeout)
+        wait(max(deadline - time.monotonic(), 0))
 
 
 def post_worker_init(worker):

@@ -6,6 +6,7 @@ wait after it queues, deterministically. Real PostgreSQL and Redis behind it.
 """
 
 import time
+import uuid
 
 import gevent
 import pytest
@@ -103,34 +104,41 @@ def test_a_queued_wait_for_a_settled_order_is_answered_once_it_has_its_turn(one_
 def test_a_queued_wait_answers_errors_as_a_wait_that_did_not_queue(one_turn, db_proxy):
     server = one_turn
     order = create(server)
-    stranger = {**order, "accessToken": "not-the-token"}
-    direct = {
-        "wrong token": get_wait(server, stranger),
-        "no token": get_wait(server, order, token=""),
-        "unknown order": get_wait(server, {**order, "orderId": "0" * 32}),
+    requests_of = {
+        # Told by the request alone: answered at once, queue or not.
+        "bad timeout": (order, None, {"timeout": "soon"}),
+        "no token": (order, "", {}),
+        "malformed id": ({**order, "orderId": "0" * 32}, None, {}),
+        # Told by the cached state or the database: they queue for a turn.
+        "wrong token": ({**order, "accessToken": "not-the-token"}, None, {}),
+        "unknown order": ({**order, "orderId": str(uuid.uuid4())}, None, {}),
     }
+    direct = {what: get_wait(server, o, t, **p) for what, (o, t, p) in requests_of.items()}
+    assert [a.status_code for a in direct.values()] == [400, 401, 404, 404, 404]
+
     _, first = hold_the_turn(server, db_proxy)
     try:
-        # Bad parameters are refused before any turn is needed: at once, queue or not.
-        started = time.monotonic()
-        bad = get_wait(server, order, timeout="soon")
-        assert bad.status_code == 400 and time.monotonic() - started < 1.0
         before = queued(server)
+        at_once = {}
+        for what in ("bad timeout", "no token", "malformed id"):
+            o, t, p = requests_of[what]
+            started = time.monotonic()
+            at_once[what] = get_wait(server, o, t, **p)
+            assert time.monotonic() - started < 1.0, what
         pending = {
-            "wrong token": gevent.spawn(get_wait, server, stranger),
-            "no token": gevent.spawn(get_wait, server, order, token=""),
-            "unknown order": gevent.spawn(get_wait, server, {**order, "orderId": "0" * 32}),
+            what: gevent.spawn(get_wait, server, *requests_of[what][:2], **requests_of[what][2])
+            for what in ("wrong token", "unknown order")
         }
-        servers.eventually(lambda: queued(server) == before + 3, 5, "the three queued")
+        servers.eventually(lambda: queued(server) == before + 2, 5, "two queued")
     finally:
         db_proxy.resume()
-    for what, waiting in pending.items():
-        answer, expected = waiting.get(timeout=10), direct[what]
+    answers = {**at_once, **{what: g.get(timeout=10) for what, g in pending.items()}}
+    for what, answer in answers.items():
+        expected = direct[what]
         assert answer.status_code == expected.status_code, what
         assert answer.json() == expected.json(), what
         for header in ("Content-Type", "Content-Length", "X-Content-Type-Options"):
             assert answer.headers[header] == expected.headers[header], (what, header)
-    assert {a.status_code for a in direct.values()} == {401, 404}
     gevent.killall(first)
 
 

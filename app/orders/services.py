@@ -6,7 +6,7 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
@@ -156,7 +156,7 @@ def wait_for_update(
     park: Park | None = None,
     *,
     started: float | None = None,
-    turn_held: bool = False,
+    turn: AbstractContextManager | None = None,
 ) -> WaitAnswer | None:
     """Answer as soon as the order moves past `since` (or is terminal), else after the timeout.
 
@@ -168,18 +168,16 @@ def wait_for_update(
     over to it instead, and None is returned.
 
     `started` (time.monotonic()) is when the client asked, if earlier than now: the timeout
-    counts from then. `turn_held`: the caller holds a turn of `wait_openings` for the whole
-    call (a wait that queued for one), so the wait takes none of its own.
+    counts from then. `turn` is the wait's turn of `wait_openings` (by default it takes one
+    of its own): a wait that queued for one comes with it (app/realtime/turns.py).
     """
-    if not token:
-        raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
-    if not is_order_id(order_id):
-        raise NotFound("order not found")
+    check_wait_request(order_id, token)
     hub = current_hub()
     answer = WaitAnswer({}, order_id, time.monotonic() if started is None else started)
     answer.connection = registry.open("wait", order_id)
     deadline = answer.started + timeout_ms / 1000
-    turn = nullcontext() if turn_held else current_app.extensions["wait_openings"]
+    if turn is None:
+        turn = current_app.extensions["wait_openings"]
     body = None
     try:
         body = _wait(hub, answer, token, since, deadline, client, park, turn)
@@ -190,6 +188,14 @@ def wait_for_update(
         return None
     answer.body = body
     return answer
+
+
+def check_wait_request(order_id: str, token: str | None) -> None:
+    """What a wait's request alone tells wrong, without reading anything: 401 or 404."""
+    if not token:
+        raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
+    if not is_order_id(order_id):
+        raise NotFound("order not found")
 
 
 def release_parked_wait(answer: "WaitAnswer", slots: list) -> None:

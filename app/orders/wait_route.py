@@ -32,6 +32,7 @@ from app.plain_wsgi import (
 )
 from app.realtime.hub import SHUTDOWN, Delivery, Watch
 from app.realtime.parking import Parked
+from app.realtime.turns import Turn
 
 from . import services
 from .access import bearer_token
@@ -74,10 +75,11 @@ class WaitRoute(PlainRoute):
             queue = self.app.extensions["wait_queue"]
             if queue.full():
                 # No turn to open it now: it waits for one by its socket alone.
+                services.check_wait_request(order_id, token)
                 since, timeout_ms = params.since, params.timeout_ms
+                metrics.waits_queued.inc()
                 sock = server_socket.dup()
                 queue.put(QueuedWait(self, sock, order_id, token, since, timeout_ms, client, http))
-                metrics.waits_queued.inc()
                 return None
 
             def park(answer, since, known, slots, deadline, watch: Watch) -> bool:
@@ -117,24 +119,29 @@ class QueuedWait:
         self.http = http
         self.arrived = time.monotonic()
 
-    def run(self) -> None:
+    def run(self, turn: Turn) -> None:
         """Open the wait, as the route would: answer it on the socket, or park it there."""
         app = self.route.app
-        with app.app_context():
-            response, answer = answer_errors(self._open, self._error, "a queued wait")
-        if response is None:
-            return  # parked: the lot owns the socket now
+        parked = False
         try:
+            with app.app_context():
+                response, answer = answer_errors(
+                    lambda: self._open(turn), self._error, "a queued wait"
+                )
+            if response is None:
+                parked = True  # the lot owns the socket now
+                return
             self.sock.settimeout(WRITE_TIMEOUT_S)
             self.sock.sendall(response)
         except OSError:
             pass  # the client left while it queued
         finally:
-            self.sock.close()
+            if not parked:
+                self.sock.close()
         if answer is not None:
             answer.written()
 
-    def _open(self) -> tuple[bytes | None, services.WaitAnswer | None]:
+    def _open(self, turn: Turn) -> tuple[bytes | None, services.WaitAnswer | None]:
         park = functools.partial(park_wait, self.route, self.sock, self.http)
         answer = services.wait_for_update(
             self.order_id,
@@ -144,7 +151,7 @@ class QueuedWait:
             client=self.client,
             park=park,
             started=self.arrived,
-            turn_held=True,
+            turn=turn,
         )
         if answer is None:
             return None, None

@@ -9,9 +9,10 @@ burst, against 3.3 KiB when the same waits arrived a few at a time). A queued re
 its socket and a few fields; its greenlet has ended.
 
 The queue takes the turns of the semaphore that blocking callers take too, first come
-first served among the queued, and runs each queued request in a greenlet of its own once
-it holds a turn. The request gives nothing back itself: the queue releases the turn when
-the request's `run` returns.
+first served among the queued (a blocking caller is not behind the queue: it waits on the
+semaphore beside the queue's dispatcher), and runs each queued request in a greenlet of its
+own with the turn it took: a `Turn`, which the request may give back early and take again.
+Whatever the request still holds when its `run` returns, the queue gives back.
 """
 
 from __future__ import annotations
@@ -23,9 +24,34 @@ import gevent
 from gevent.event import Event
 
 
+class Turn:
+    """A turn of `turns`, taken already. As a context manager it is the turn a request
+    holds while it works: entering takes it again if it was given back (waiting for it),
+    leaving gives it back."""
+
+    __slots__ = ("_turns", "held")
+
+    def __init__(self, turns):
+        self._turns = turns
+        self.held = True
+
+    def __enter__(self) -> None:
+        if not self.held:
+            self._turns.acquire()
+            self.held = True
+
+    def __exit__(self, *_) -> None:
+        self.give_back()
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self._turns.release()
+
+
 class Queued(Protocol):
-    def run(self) -> None:
-        """Serve the request, holding a turn; answer it on its socket or hand it over."""
+    def run(self, turn: Turn) -> None:
+        """Serve the request with `turn`; answer it on its socket or hand it over."""
 
 
 class TurnQueue:
@@ -58,13 +84,13 @@ class TurnQueue:
         while self._queued:
             self._turns.acquire()  # only this greenlet blocks for the queue's turns
             self._running += 1
-            gevent.spawn(self._run, self._queued.popleft())
+            gevent.spawn(self._run, self._queued.popleft(), Turn(self._turns))
 
-    def _run(self, request: Queued) -> None:
+    def _run(self, request: Queued, turn: Turn) -> None:
         try:
-            request.run()
+            request.run(turn)
         finally:
-            self._turns.release()
+            turn.give_back()
             self._running -= 1
             if not self._running and not self._queued:
                 self._empty.set()
