@@ -44,13 +44,11 @@ class PlainRoute:
         ):
             return self.next_app(environ, start_response)
         with self.app.app_context():
-            response = answer_errors(
-                lambda: self.serve(match, environ, start_response),
-                lambda status, message, retry_after: self.error(
-                    start_response, status, message, retry_after
-                ),
-                f"{self.method} {environ.get('PATH_INFO')}",
-            )
+            try:
+                response = self.serve(match, environ, start_response)
+            except Exception as exc:
+                what = f"{self.method} {environ.get('PATH_INFO')}"
+                return self.error(start_response, *error_for(exc, what))
         if response is None:
             # Taken over: something else answers on a socket of its own. gunicorn ends a
             # request that raises StopIteration by closing its socket, writing nothing.
@@ -72,21 +70,18 @@ class PlainRoute:
         return [body]
 
 
-def answer_errors(serve, error, what: str):
-    """serve(), or error(status, message, retry_after) for what the app raised: the status
-    and message the Flask app's error handlers give the same exception."""
-    try:
-        return serve()
-    except ApiError as err:
-        return error(err.status, err.message, err.retry_after)
-    except HTTPException as err:  # werkzeug's own, such as 413 for a large body
-        return error(err.code or 500, err.description or err.name, None)
-    except DATABASE_DOWN as err:
-        log.error("database unavailable: %s", first_line(err))
-        return error(503, "database unavailable, retry shortly", None)
-    except Exception:
-        log.exception("%s failed", what)
-        return error(500, "Internal Server Error", None)
+def error_for(exc: Exception, what: str) -> tuple[int, str, int | None]:
+    """(status, message, Retry-After) of the answer to `exc`, raised serving `what`: what
+    the Flask app's error handlers answer for the same exception."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.message, exc.retry_after
+    if isinstance(exc, HTTPException):  # werkzeug's own, such as 413 for a large body
+        return exc.code or 500, exc.description or exc.name, None
+    if isinstance(exc, DATABASE_DOWN):
+        log.error("database unavailable: %s", first_line(exc))
+        return 503, "database unavailable, retry shortly", None
+    log.error("%s failed", what, exc_info=exc)
+    return 500, "Internal Server Error", None
 
 
 def status_line(status: int) -> str:

@@ -22,9 +22,9 @@ from werkzeug.datastructures import MultiDict
 from app import metrics
 from app.plain_wsgi import (
     PlainRoute,
-    answer_errors,
     closing_response,
     error_bytes,
+    error_for,
     error_headers,
     json_bytes,
     json_headers,
@@ -125,9 +125,10 @@ class QueuedWait:
         parked = False
         try:
             with app.app_context():
-                response, answer = answer_errors(
-                    lambda: self._open(turn), self._error, "a queued wait"
-                )
+                try:
+                    response, answer = self._open(turn)
+                except Exception as exc:
+                    response, answer = self._error(*error_for(exc, "a queued wait")), None
             if response is None:
                 parked = True  # the lot owns the socket now
                 return
@@ -157,9 +158,9 @@ class QueuedWait:
             return None, None
         return _http_response(self.route.app, self.http, answer.body), answer
 
-    def _error(self, status: int, message: str, retry_after) -> tuple[bytes, None]:
+    def _error(self, status: int, message: str, retry_after) -> bytes:
         body = error_bytes(self.route.app, message)
-        return closing_response(self.http, status, error_headers(body, retry_after), body), None
+        return closing_response(self.http, status, error_headers(body, retry_after), body)
 
 
 class _Body:
