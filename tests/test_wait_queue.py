@@ -57,14 +57,20 @@ def hold_the_turn(server, db_proxy) -> tuple[dict, list[gevent.Greenlet]]:
     return blocker, [holding, behind]
 
 
+def queue_waits(server, orders: list[dict]) -> list[gevent.Greenlet]:
+    """A wait on each order, sent once the turn is held: each one queues."""
+    before = queued(server)
+    waits = [gevent.spawn(get_wait, server, order) for order in orders]
+    servers.eventually(lambda: queued(server) == before + len(orders), 5, "the waits queued")
+    assert not any(w.ready() for w in waits)
+    return waits
+
+
 def test_a_burst_queued_for_the_turn_is_parked_and_answered_by_its_webhooks(one_turn, db_proxy):
     server = one_turn
     orders = [create(server) for _ in range(20)]
     blocker, first = hold_the_turn(server, db_proxy)
-    before = queued(server)
-    waits = [gevent.spawn(get_wait, server, order) for order in orders]
-    servers.eventually(lambda: queued(server) == before + 20, 5, "the burst queued")
-    assert all(not w.ready() for w in waits)
+    waits = queue_waits(server, orders)
     db_proxy.resume()
     servers.eventually(lambda: parked(server) == 22, 10, "every wait opened and parked")
 
@@ -163,9 +169,7 @@ def test_sigterm_answers_the_queued_waits_before_the_worker_exits(one_turn, db_p
     server = one_turn
     orders = [create(server) for _ in range(10)]
     _, first = hold_the_turn(server, db_proxy)
-    before = queued(server)
-    waits = [gevent.spawn(get_wait, server, order) for order in orders]
-    servers.eventually(lambda: queued(server) == before + 10, 5, "the waits queued")
+    waits = queue_waits(server, orders)
     exited_in = gevent.spawn(server.terminate)
     gevent.sleep(0.3)
     db_proxy.resume()
