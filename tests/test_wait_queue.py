@@ -5,6 +5,7 @@ that the test pauses: the first wait holds the turn, stalled on its database rea
 wait after it queues, deterministically. Real PostgreSQL and Redis behind it.
 """
 
+import errno
 import time
 import uuid
 
@@ -14,6 +15,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import servers
+from tests.helpers import auth, create_order
 from tests.test_live import create, parked, pay
 
 
@@ -179,3 +181,40 @@ def test_sigterm_answers_the_queued_waits_before_the_worker_exits(one_turn, db_p
         body = answer.json()
         assert body["orderId"] == order["orderId"] and body["source"] == "shutdown"
     assert exited_in.get(timeout=30) < 10.0
+
+
+class NoDescriptorLeft:
+    """The server's socket of a request, in a worker at its open-files limit."""
+
+    def dup(self):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+@pytest.mark.parametrize("queueing", [False, True])
+def test_a_worker_out_of_file_descriptors_answers_503_and_holds_nothing(make_app, queueing):
+    app = make_app(WAITS_OPENING_AT_ONCE=1, WAITS_PER_CLIENT=1)
+    client = app.test_client()
+    order = create_order(client)
+    turns = app.extensions["wait_openings"]
+    if queueing:
+        turns.acquire()  # every turn taken: the wait would queue
+    try:
+        answer = client.get(
+            f"/api/orders/{order['orderId']}/wait?timeout=5000&since=1",
+            headers=auth(order),
+            environ_overrides={"gunicorn.socket": NoDescriptorLeft()},
+        )
+    finally:
+        if queueing:
+            turns.release()
+    assert answer.status_code == 503
+    assert answer.get_json()["error"] == "too many connections held, retry shortly"
+    assert answer.headers["Retry-After"] == "5"
+    assert len(app.extensions["wait_queue"]) == 0
+    assert app.extensions["hub"].stats()["waiters"] == 0
+    assert not turns.locked()
+    # Nothing of it is held: the client's one wait slot is free, so the next wait is served.
+    again = client.get(
+        f"/api/orders/{order['orderId']}/wait?timeout=0&since=1", headers=auth(order)
+    )
+    assert again.status_code == 200 and again.get_json()["source"] == "timeout"

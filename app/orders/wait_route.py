@@ -11,6 +11,7 @@ errors and headers as the Flask route.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import re
@@ -20,6 +21,7 @@ from urllib.parse import parse_qsl
 from werkzeug.datastructures import MultiDict
 
 from app import metrics
+from app.errors import ServiceUnavailable
 from app.plain_wsgi import (
     PlainRoute,
     closing_response,
@@ -77,13 +79,13 @@ class WaitRoute(PlainRoute):
                 # No turn to open it now: it waits for one by its socket alone.
                 services.check_wait_request(order_id, token)
                 since, timeout_ms = params.since, params.timeout_ms
+                sock = duplicate(server_socket)
                 metrics.waits_queued.inc()
-                sock = server_socket.dup()
                 queue.put(QueuedWait(self, sock, order_id, token, since, timeout_ms, client, http))
                 return None
 
             def park(answer, since, known, slots, deadline, watch: Watch) -> bool:
-                sock = server_socket.dup()
+                sock = duplicate(server_socket)
                 if park_wait(self, sock, http, answer, since, known, slots, deadline, watch):
                     return True
                 sock.close()
@@ -92,6 +94,19 @@ class WaitRoute(PlainRoute):
         return services.wait_for_update(
             order_id, token, params.since, params.timeout_ms, client=client, park=park
         )
+
+
+def duplicate(sock):
+    """The client's socket, duplicated to outlive the server's request; 503 when the worker
+    has no file descriptor left for it (its open-files limit): the client retries later."""
+    try:
+        return sock.dup()
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        raise ServiceUnavailable(
+            "too many connections held, retry shortly", retry_after=services.WAIT_RETRY_AFTER_S
+        ) from None
 
 
 def park_wait(route, sock, http, answer, since, known, slots, deadline, watch: Watch) -> bool:
