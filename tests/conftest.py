@@ -125,6 +125,17 @@ def make_hub():
         hub.stop()
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_database_app(request, make_app, app, tmp_path):
+    """The app on PostgreSQL, and on the embedded SQLite default."""
+    if request.param == "postgresql":
+        return app
+    sqlite_app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'orders.db'}")
+    with sqlite_app.app_context():
+        db.create_all()
+    return sqlite_app
+
+
 @pytest.fixture
 def private_redis():
     """Start a redis-server of this test's own on a free port; it may be killed at will."""

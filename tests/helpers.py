@@ -1,7 +1,11 @@
 """Requests the tests make again and again: orders, signed callbacks."""
 
 import json
+from contextlib import contextmanager
 
+from sqlalchemy import event
+
+from app.extensions import db
 from app.payments.signature import sign
 
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -69,3 +73,47 @@ def assert_json_error(response, status: int) -> None:
     body = response.json()
     assert body["success"] is False
     assert isinstance(body["error"], str) and body["error"].strip()
+
+
+@contextmanager
+def statements_run(app):
+    """What the app sends the database while inside, seen at the driver.
+
+    PostgreSQL: (first word, whether the connection was in autocommit) of every statement a
+    psycopg2 cursor executes, SQLAlchemy's and those run straight on the driver alike; in
+    autocommit the driver sends no BEGIN or COMMIT around it. SQLite: the first word of
+    every statement SQLAlchemy sends, and "COMMIT" for each commit.
+    """
+    seen = []
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "postgresql":
+        import psycopg2.extensions
+
+        class Recording(psycopg2.extensions.cursor):
+            def execute(self, query, params=None):
+                seen.append((query.split()[0].upper(), self.connection.autocommit))
+                return super().execute(query, params)
+
+        listeners = {
+            "checkout": lambda dbapi_connection, *_: setattr(
+                dbapi_connection, "cursor_factory", Recording
+            ),
+            "checkin": lambda dbapi_connection, *_: setattr(
+                dbapi_connection, "cursor_factory", psycopg2.extensions.cursor
+            ),
+        }
+    else:
+        listeners = {
+            "before_cursor_execute": lambda _c, _cur, statement, *_: seen.append(
+                statement.split()[0].upper()
+            ),
+            "commit": lambda _conn: seen.append("COMMIT"),
+        }
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    try:
+        yield seen
+    finally:
+        for name, listener in listeners.items():
+            event.remove(engine, name, listener)

@@ -6,7 +6,7 @@ import gevent
 import pytest
 
 from app.extensions import db
-from tests.helpers import auth, create_order, pay
+from tests.helpers import auth, create_order, pay, statements_run
 
 
 def wait_url(order: dict, **params) -> str:
@@ -275,3 +275,29 @@ def test_a_burst_of_waits_reads_the_database_a_bounded_number_at_a_time(make_app
     assert [a.status_code for a in answers] == [200] * len(orders)
     assert all(a.get_json()["source"] == "timeout" for a in answers)
     assert 1 <= most <= 3
+
+
+def test_a_wait_reads_its_order_in_one_statement_without_the_orm(any_database_app):
+    """PostgreSQL: one SELECT on the driver, in autocommit (no BEGIN, no ROLLBACK at the
+    session's close); SQLite: one SELECT through Core. The answer is the order's JSON."""
+    client = any_database_app.test_client()
+    order = create_order(client)
+    with statements_run(any_database_app) as statements:
+        # since=0: the cached state is news, so no read at all.
+        cached = client.get(f"/api/orders/{order['orderId']}/wait?since=0", headers=auth(order))
+    assert cached.get_json()["source"] == "cache" and statements == []
+    with statements_run(any_database_app) as statements:
+        answer = client.get(
+            f"/api/orders/{order['orderId']}/wait?timeout=0&since=1", headers=auth(order)
+        )
+        stranger = client.get(
+            f"/api/orders/{order['orderId']}/wait?timeout=0&since=1&token=not-the-token"
+        )
+    on_postgresql = any_database_app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+    # The wait's read, and its re-read at the timeout; the stranger is told by the cache.
+    assert statements == [("SELECT", True) if on_postgresql else "SELECT"] * 2
+    body = answer.get_json()
+    assert body["source"] == "timeout" and body["changed"] is False
+    shown = client.get(f"/api/orders/{order['orderId']}", headers=auth(order)).get_json()
+    assert {k: v for k, v in body.items() if k not in ("changed", "source")} == shown
+    assert stranger.status_code == 404

@@ -6,7 +6,6 @@ from contextlib import contextmanager
 
 import gevent
 import pytest
-from sqlalchemy import event
 
 from app.extensions import db
 from app.orders import events
@@ -20,6 +19,7 @@ from tests.helpers import (
     pay,
     post_callback,
     signature_for,
+    statements_run,
 )
 from tests.servers import free_port
 
@@ -123,61 +123,6 @@ def test_result_code_settles_the_order(app, client, result_code, payment_status,
     assert current["status"] == status
     assert current["version"] == 2
     assert stored(app, order["orderId"])["version"] == 2
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def any_database_app(request, make_app, app, tmp_path):
-    """The app on PostgreSQL, and on the embedded SQLite default."""
-    if request.param == "postgresql":
-        return app
-    sqlite_app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'orders.db'}")
-    with sqlite_app.app_context():
-        db.create_all()
-    return sqlite_app
-
-
-@contextmanager
-def statements_run(app):
-    """What the app sends the database while inside, seen at the driver.
-
-    PostgreSQL: (first word, whether the connection was in autocommit) of every statement a
-    psycopg2 cursor executes, SQLAlchemy's and those run straight on the driver alike; in
-    autocommit the driver sends no BEGIN or COMMIT around it. SQLite: the first word of
-    every statement SQLAlchemy sends, and "COMMIT" for each commit.
-    """
-    seen = []
-    with app.app_context():
-        engine = db.engine
-    if engine.dialect.name == "postgresql":
-        import psycopg2.extensions
-
-        class Recording(psycopg2.extensions.cursor):
-            def execute(self, query, params=None):
-                seen.append((query.split()[0].upper(), self.connection.autocommit))
-                return super().execute(query, params)
-
-        listeners = {
-            "checkout": lambda dbapi_connection, *_: setattr(
-                dbapi_connection, "cursor_factory", Recording
-            ),
-            "checkin": lambda dbapi_connection, *_: setattr(
-                dbapi_connection, "cursor_factory", psycopg2.extensions.cursor
-            ),
-        }
-    else:
-        listeners = {
-            "before_cursor_execute": lambda _c, _cur, statement, *_: seen.append(
-                statement.split()[0].upper()
-            ),
-            "commit": lambda _conn: seen.append("COMMIT"),
-        }
-    for name, listener in listeners.items():
-        event.listen(engine, name, listener)
-    try:
-        yield seen
-    finally:
-        for name, listener in listeners.items():
-            event.remove(engine, name, listener)
 
 
 @pytest.mark.parametrize(("result_code", "amount"), [(0, 300), (1032, 300), (2001, None)])

@@ -29,9 +29,9 @@ from app.realtime.connections import Connection
 from app.realtime.hub import SHUTDOWN, first_line
 from app.validation import integer_param
 
-from . import events
+from . import events, statements
 from .access import new_token, token_matches
-from .models import TERMINAL_PAYMENT_STATUSES, Order, utcnow
+from .models import TERMINAL_PAYMENT_STATUSES, Order, order_json, utcnow
 from .schemas import NewOrder
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,24 @@ def create_order(new: NewOrder) -> tuple[Order, str]:
 
 def authorize(order_id: str, token: str | None) -> Order:
     """Load an order the token opens. Wrong token and unknown order look the same: 404."""
+    return _opened(order_id, token, lambda order_id: db.session.get(Order, order_id))
+
+
+def _opened(order_id: str, token: str | None, read: Callable):
+    """What `read(order_id)` gives (an Order or a row), if the token opens that order."""
+    check_order_request(order_id, token)
+    found = read(order_id)
+    if found is None or not token_matches(token, found.access_token_hash):
+        raise NotFound("order not found")
+    return found
+
+
+def check_order_request(order_id: str, token: str | None) -> None:
+    """What a request for an order tells wrong by itself, without a read: 401 or 404."""
     if not token:
         raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
-    order = db.session.get(Order, order_id) if is_order_id(order_id) else None
-    if order is None or not token_matches(token, order.access_token_hash):
+    if not is_order_id(order_id):
         raise NotFound("order not found")
-    return order
 
 
 def is_news(order_json: dict, since: int) -> bool:
@@ -171,7 +183,7 @@ def wait_for_update(
     counts from then. `turn` is the wait's turn of `wait_openings` (by default it takes one
     of its own): a wait that queued for one comes with it (app/realtime/turns.py).
     """
-    check_wait_request(order_id, token)
+    check_order_request(order_id, token)
     hub = current_hub()
     answer = WaitAnswer({}, order_id, time.monotonic() if started is None else started)
     answer.connection = registry.open("wait", order_id)
@@ -188,14 +200,6 @@ def wait_for_update(
         return None
     answer.body = body
     return answer
-
-
-def check_wait_request(order_id: str, token: str | None) -> None:
-    """What a wait's request alone tells wrong, without reading anything: 401 or 404."""
-    if not token:
-        raise Unauthorized("order token required (Authorization: Bearer <token> or ?token=)")
-    if not is_order_id(order_id):
-        raise NotFound("order not found")
 
 
 def release_parked_wait(answer: "WaitAnswer", slots: list) -> None:
@@ -421,7 +425,7 @@ def _current_order(order_id: str, token: str, known: dict | str | None) -> tuple
     """The order from the database, or `known` (already authorized; the order or its JSON)
     when the database is down."""
     try:
-        return authorize(order_id, token).to_json(), "db"
+        return order_json(_opened(order_id, token, statements.read_order)), "db"
     except DATABASE_DOWN as exc:
         log.warning("database unavailable for a wait: %s", first_line(exc))
         if known is None:

@@ -77,7 +77,7 @@ class WaitRoute(PlainRoute):
             queue = self.app.extensions["wait_queue"]
             if queue.full():
                 # No turn to open it now: it waits for one by its socket alone.
-                services.check_wait_request(order_id, token)
+                services.check_order_request(order_id, token)
                 since, timeout_ms = params.since, params.timeout_ms
                 sock = duplicate(server_socket)
                 metrics.waits_queued.inc()
