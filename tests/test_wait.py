@@ -278,8 +278,9 @@ def test_a_burst_of_waits_reads_the_database_a_bounded_number_at_a_time(make_app
 
 
 def test_a_wait_reads_its_order_in_one_statement_without_the_orm(any_database_app):
-    """PostgreSQL: one SELECT on the driver, in autocommit (no BEGIN, no ROLLBACK at the
-    session's close); SQLite: one SELECT through Core. The answer is the order's JSON."""
+    """PostgreSQL: one SELECT on the driver, in autocommit (the ORM's read ran in a
+    transaction: BEGIN, and ROLLBACK at the session's close). SQLite: one SELECT a read,
+    no commit (the ORM's read looks the same there). The answer is the order's JSON."""
     client = any_database_app.test_client()
     order = create_order(client)
     with statements_run(any_database_app) as statements:
