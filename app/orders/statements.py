@@ -6,11 +6,9 @@ itself. On PostgreSQL the statement runs straight on the driver, in autocommit
 (app/driver_statement.py); elsewhere (SQLite) through SQLAlchemy Core.
 """
 
-import functools
-
 from sqlalchemy import Row, bindparam, select
 
-from app.driver_statement import DriverStatement
+from app.driver_statement import on_driver
 from app.extensions import db
 
 from .models import Order
@@ -41,10 +39,5 @@ def read_order(order_id: str) -> Row | tuple | None:
     """The order's READ_COLUMNS, or None when there is no such order."""
     engine = db.engine
     if engine.dialect.name == "postgresql":
-        return _on_driver(engine).one_or_none({"id": order_id})
+        return on_driver(engine, _READ).one_or_none({"id": order_id})
     return db.session.execute(_READ, {"id": order_id}).one_or_none()
-
-
-@functools.lru_cache(maxsize=8)  # per engine: one in a worker, more in tests
-def _on_driver(engine) -> DriverStatement:
-    return DriverStatement(engine, _READ)

@@ -17,7 +17,7 @@ import functools
 
 from sqlalchemy import Row, Select, Update, bindparam, cast, insert, select, update
 
-from app.driver_statement import DriverStatement
+from app.driver_statement import on_driver
 from app.extensions import db
 from app.orders.models import PROCESSING, Order, settlement, utcnow
 
@@ -53,7 +53,7 @@ def settle_if_processing(callback: Callback, audit: dict) -> Row | tuple | None:
     audit = {**audit, "received_at": utcnow()}
     if db.engine.dialect.name == "postgresql":
         params.update({f"audit_{name}": audit[name] for name in AUDIT_COLUMNS})
-        return _on_driver(db.engine, check_amount).one_or_none(params)
+        return on_driver(db.engine, _settle_and_audit(check_amount)).one_or_none(params)
     row = db.session.execute(_settle(check_amount), params).one_or_none()
     if row is not None:
         db.session.execute(_AUDIT_INSERT, {**audit, "order_id": row.id})
@@ -78,11 +78,6 @@ def _settle(check_amount: bool) -> Update:
         .values(version=orders.c.version + 1)
         .returning(*orders.c)
     )
-
-
-@functools.lru_cache(maxsize=8)  # per engine: one in a worker, more in tests
-def _on_driver(engine, check_amount: bool) -> DriverStatement:
-    return DriverStatement(engine, _settle_and_audit(check_amount))
 
 
 @functools.cache
