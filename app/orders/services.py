@@ -88,12 +88,13 @@ def create_order(new: NewOrder) -> tuple[Order, str]:
 
 def authorize(order_id: str, token: str | None) -> Order:
     """Load an order the token opens. Wrong token and unknown order look the same: 404."""
+    check_order_request(order_id, token)
     return _opened(order_id, token, lambda order_id: db.session.get(Order, order_id))
 
 
-def _opened(order_id: str, token: str | None, read: Callable):
-    """What `read(order_id)` gives (an Order or a row), if the token opens that order."""
-    check_order_request(order_id, token)
+def _opened(order_id: str, token: str, read: Callable):
+    """What `read(order_id)` gives (an Order or a row), if the token opens that order; for
+    a request check_order_request passed."""
     found = read(order_id)
     if found is None or not token_matches(token, found.access_token_hash):
         raise NotFound("order not found")
