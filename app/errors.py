@@ -7,7 +7,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from app.realtime.hub import first_line
+from app.logs import first_line
 
 log = logging.getLogger(__name__)
 

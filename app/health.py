@@ -10,8 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db, redis_store
+from app.logs import first_line
 from app.realtime import current_hub
-from app.realtime.hub import first_line
 
 bp = Blueprint("health", __name__)
 

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 # The LogRecord attribute that carries an event's fields.
@@ -27,6 +28,23 @@ def mask_email(text: str) -> str:
     if "@" not in text:
         return text  # most lines: a scan for one character costs less than the regex
     return _EMAIL.sub(r"\1***@\2", text)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (database errors run to many), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a URL so it can be logged."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
 
 
 def _masked(value):

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from app.errors import DATABASE_DOWN, ApiError
-from app.realtime.hub import first_line
+from app.logs import first_line
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import gevent
 import redis
 from gevent import monkey
 
-from app.realtime.readiness import CheckedWithoutYielding, FrameWaiter, connection_class_for
+from app.realtime.redis_adapter import CheckedWithoutYielding, FrameWaiter, connection_class_for
 
 blocking_sleep = monkey.get_original("time", "sleep")
 blocking_socket = monkey.get_original("socket", "socket")

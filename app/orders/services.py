@@ -23,10 +23,10 @@ from app.errors import (
     Unauthorized,
 )
 from app.extensions import db
-from app.logs import fields, mask_email
+from app.logs import fields, first_line, mask_email
 from app.realtime import Watch, current_hub, registry
 from app.realtime.connections import Connection
-from app.realtime.hub import SHUTDOWN, first_line
+from app.realtime.hub import SHUTDOWN
 from app.validation import integer_param
 
 from . import events, statements

@@ -1,29 +1,73 @@
-"""Redis reads that do not wait a pass of gevent's loop longer than they must.
+"""Every use of redis-py beyond its documented API, in one place.
 
-The hub's pub/sub reader wakes first on the pass that sees its socket readable (FrameWaiter);
-a command connection checks for leftover data without yielding (CheckedWithoutYielding).
+Verified on every redis-py release from 8.0.0 to 8.2.0 (8.0.0, 8.0.1, 8.1.0, 8.2.0) with
+hiredis 3.5.0 (VERIFIED_REDIS_PY below); the project pins 8.1.0.
+tests/test_redis_adapter.py fails when an internal used here changes.
 
-redis-py's `can_read(timeout)` polls the socket through gevent's `select.poll`, which wakes
-the caller by setting an Event: the reader then runs only on the loop's NEXT pass, after
-every greenlet that became ready meanwhile. Under a burst of webhooks that pass holds all of
-them, so deliveries waited tens of milliseconds behind the webhooks that caused them.
+What is used, and why:
+- `conn._sock` and hiredis's Reader at `conn._parser._reader` (`has_data()`): to wait for a
+  frame on an io watcher of our own, and to check for leftover data without yielding.
+- the text of BlockingConnectionPool's "no connection free" error, which has no type of its own.
+- RESP2 (`protocol=2`) for the pub/sub connection, read with the connection's raw
+  `send_command` / `read_response`: pub/sub frames come back as plain arrays.
 
-Here the reader waits on an io watcher of its own at the loop's top priority, whose callback
-switches to it directly: on the pass that sees the socket readable, the reader runs before
-any other greenlet woken by the same pass.
+Why the reader waits on its own watcher: redis-py's `can_read(timeout)` polls the socket
+through gevent's `select.poll`, which wakes the caller by setting an Event: the reader then
+runs only on the loop's NEXT pass, after every greenlet that became ready meanwhile. Under a
+burst of webhooks that pass holds all of them, so deliveries waited tens of milliseconds
+behind the webhooks that caused them. Here the reader waits on an io watcher at the loop's
+top priority, whose callback switches to it directly: on the pass that sees the socket
+readable, the reader runs before any other greenlet woken by the same pass.
 """
 
 from __future__ import annotations
 
+import functools
 import select
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import gevent
 import redis
 from gevent import monkey
 from gevent.hub import get_hub
+from redis.exceptions import RedisError
+
+# The redis-py releases this module was checked against: lowest and highest, inclusive.
+VERIFIED_REDIS_PY = ((8, 0, 0), (8, 2, 0))
 
 READ = 1  # libev's EV_READ
+# What BlockingConnectionPool raises (as a ConnectionError) when no connection freed up in time.
+_POOL_EXHAUSTED = "No connection available."
+
+
+def pubsub_connection_factory(
+    redis_url: str, *, connect_timeout: float, socket_timeout: float
+) -> Callable[[], redis.Connection]:
+    """Builds the hub's pub/sub connections, unconnected: each is read with read_response.
+
+    Reads wait in FrameWaiter with their own timeout; socket_timeout bounds the connect
+    handshake, writes and the rest of a frame, so a frozen server cannot hang the hub.
+    """
+    pool = redis.ConnectionPool.from_url(
+        redis_url,
+        decode_responses=True,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=socket_timeout,
+        socket_keepalive=True,
+        client_name="orderwait:hub",
+        # A payload that is not UTF-8 must not break the connection every waiter shares.
+        encoding_errors="replace",
+        # RESP2: pub/sub frames come back from read_response as plain arrays. Under
+        # RESP3 (redis-py 8's default) they are push frames it hands to a handler instead.
+        protocol=2,
+    )
+    return functools.partial(pool.connection_class, **pool.connection_kwargs)
+
+
+def pool_exhausted(exc: RedisError) -> bool:
+    """Whether `exc` says every connection of a BlockingConnectionPool stayed busy."""
+    return str(exc) == _POOL_EXHAUSTED
 
 
 class FrameWaiter:

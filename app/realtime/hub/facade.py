@@ -1,0 +1,236 @@
+"""Hub: what the rest of the app sees of the subscriber hub; it composes the parts.
+
+Subscriptions (registry) hold who listens where; PubSubConnection reads the one Redis
+connection and dispatches into them, its Canary watching that the subscription still
+answers; FallbackPoller reads the database while that connection is down, and once more
+after it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import gevent
+import redis
+
+from .canary import Canary
+from .connection import PubSubConnection
+from .poller import FallbackPoller, PollSource
+from .registry import (
+    CHANNEL,
+    PATTERN,
+    SHARD,
+    SHUTDOWN,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    Delivery,
+    Handler,
+    Subscription,
+    Subscriptions,
+    Watch,
+    deliver,
+)
+
+log = logging.getLogger(__package__)
+
+
+class Hub:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        publisher: redis.Redis | None = None,
+        poll_interval: float = 2.0,
+        canary_interval: float = 5.0,
+        canary_timeout: float = 3.0,
+        reconnect_max_delay: float = 2.0,
+        connect_timeout: float = 0.5,
+        socket_timeout: float = 5.0,
+        confirm_timeout: float = 1.0,
+        sharded: bool = False,
+    ):
+        self.redis_url = redis_url
+        # Waiters' channels as sharded channels: their publishers must SPUBLISH. Handlers'
+        # channels and patterns (few, deployment-wide) stay on classic pub/sub.
+        self.sharded = sharded
+        self._watch_kind = SHARD if sharded else CHANNEL
+        self.confirm_timeout = confirm_timeout
+        self._subs = Subscriptions(unsubscribe=self._unsubscribe)
+        # The canary publishes through the command connection that application publishes use.
+        canary = Canary(
+            publisher
+            or redis.Redis(
+                connection_pool=redis.ConnectionPool.from_url(
+                    redis_url,
+                    socket_connect_timeout=connect_timeout,
+                    socket_timeout=socket_timeout,
+                )
+            ),
+            interval=canary_interval,
+            timeout=canary_timeout,
+        )
+        self._connection = PubSubConnection(
+            redis_url,
+            self._subs,
+            canary,
+            on_reconnect=self._recheck_after_reconnect,
+            poll_interval=poll_interval,
+            reconnect_max_delay=reconnect_max_delay,
+            connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+        )
+        self._fallback = FallbackPoller(
+            self._subs,
+            self._connection,
+            watch_kind=self._watch_kind,
+            interval=poll_interval,
+            confirm_timeout=confirm_timeout,
+        )
+        self._reader: gevent.Greenlet | None = None
+        self._poller: gevent.Greenlet | None = None
+        self.closing = False  # the worker is shutting down: nothing may block any more
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader and the fallback poller (idempotent; restarts one that died)."""
+        if self._reader is None or self._reader.dead:
+            if self._reader is not None:
+                log.error("hub reader had stopped; restarting it")
+            self._reader = gevent.spawn(self._connection.run)
+        if self._poller is None or self._poller.dead:
+            self._poller = gevent.spawn(self._fallback.run)
+
+    def stop(self) -> None:
+        gevent.killall([g for g in (self._reader, self._poller) if g is not None])
+        self._reader = self._poller = None
+        self._connection.mark_disconnected()
+
+    def drain(self) -> None:
+        """The worker is stopping: wake every waiter and handler with a `shutdown` delivery,
+        so held waits answer with the current state and streams end cleanly."""
+        self.closing = True
+        for sub in list(self._subs.values()):
+            deliver(sub, sub.name, "", SHUTDOWN, time.monotonic())
+
+    def request_poll(self) -> None:
+        """Read the watched channels from the database soon, even while connected.
+
+        For when a publish failed although the hub is connected: its waiters would otherwise
+        hear of the change only at their timeout.
+        """
+        self._fallback.request()
+
+    # -- registration ----------------------------------------------------------------------
+
+    def watch(self, channel: str) -> Watch:
+        """Register a waiter on `channel`. Deliveries after this call are seen by Watch.next.
+
+        Returns once Redis has acknowledged the subscription, so a caller that reads state
+        after this cannot miss a publish made after that read. If Redis does not confirm
+        within confirm_timeout it returns anyway: the caller's final database read at its
+        timeout, and the hub's re-read on reconnect, cover that case.
+        """
+        self.start()
+        if not self._connection.first_attempt.is_set():
+            self._connection.first_attempt.wait(self.confirm_timeout)
+        sub, created = self._subs.add_waiter(self._watch_kind, channel)
+        watch = Watch(self._subs, sub)
+        try:
+            if created:
+                self._connection.send(SUBSCRIBE[self._watch_kind], channel)
+            if self._connection.connected and not sub.confirmed.is_set():
+                sub.confirmed.wait(self.confirm_timeout)
+        except BaseException:
+            watch.close()  # killed while registering: leave no waiter behind
+            raise
+        return watch
+
+    def add_handler(
+        self,
+        name: str,
+        callback: Callable[[Delivery], None],
+        *,
+        pattern: bool = False,
+        like_watch: bool = False,
+    ) -> Handler:
+        """Call `callback(delivery)` in the hub greenlet for each message on a channel/pattern.
+
+        Callbacks must be quick and must not block; hand real work to another greenlet.
+        `like_watch`: the channel is subscribed the way watch() subscribes (sharded when the
+        hub is), so handler and watchers share one subscription.
+        """
+        self.start()
+        kind = PATTERN if pattern else self._watch_kind if like_watch else CHANNEL
+        handler, created = self._subs.add_handler(kind, name, callback)
+        if created:
+            try:
+                self._connection.send(SUBSCRIBE[kind], name)
+            except BaseException:
+                self.remove_handler(handler)
+                raise
+        return handler
+
+    def remove_handler(self, handler: Handler) -> None:
+        self._subs.remove_handler(handler)
+
+    def add_poll_source(self, prefix: str, poll: PollSource) -> None:
+        """Let the hub poll the database for channels `prefix + id` while Redis is away."""
+        self._fallback.add_source(prefix, poll)
+
+    def poll_once(self, *, force: bool = False) -> bool:
+        """Read every watched channel from the database now; False when a source failed."""
+        return self._fallback.poll_once(force=force)
+
+    # -- how the parts meet ----------------------------------------------------------------
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._connection.send(UNSUBSCRIBE[sub.kind], sub.name)
+
+    def _recheck_after_reconnect(self) -> None:
+        self._fallback.recheck_after_reconnect()
+
+    # -- state and counts ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connection.connected
+
+    @property
+    def redis_down(self) -> bool:
+        """True once a connection attempt failed, until one succeeds."""
+        return self._connection.redis_down
+
+    @property
+    def reconnects(self) -> int:
+        return self._connection.reconnects
+
+    @property
+    def fallback_polls(self) -> int:
+        return self._fallback.polls
+
+    @property
+    def parked(self) -> int:
+        """Waiters blocked in Watch.next, or parked in a lot, right now."""
+        return self._subs.parked
+
+    def count_parked(self, delta: int) -> None:
+        """Requests held by a parking lot count as registered and parked waiters too."""
+        self._subs.waiters += delta
+        self._subs.parked += delta
+
+    def stats(self) -> dict:
+        channels = sum(1 for kind, _ in self._subs if kind != PATTERN)
+        return {
+            "connected": self.connected,
+            "sharded": self.sharded,
+            "channels": channels,
+            "patterns": len(self._subs) - channels,
+            "handlers": sum(len(s.handlers) for s in self._subs.values()),
+            "waiters": self._subs.waiters,
+            "parked": self.parked,
+            "reconnects": self.reconnects,
+            "fallbackPolls": self.fallback_polls,
+        }

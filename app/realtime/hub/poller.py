@@ -1,0 +1,114 @@
+"""The database side: while Redis is away, waiters hear of changes by polling.
+
+One batched query per interval for every channel watched in this process, through poll
+sources the features register. On recovery the watched channels are read once more, so a
+change whose publish was lost during the outage still reaches its waiters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import gevent
+from gevent.event import Event
+
+from app.logs import first_line
+
+from .connection import PubSubConnection
+from .registry import Subscriptions, deliver
+
+log = logging.getLogger(__package__)
+
+# A poll source maps watched ids (channel names without the source's prefix) to
+# (version, payload) for the ids that exist; payload has the shape of a published message.
+PollSource = Callable[[list[str]], dict[str, tuple[int, str]]]
+
+
+class FallbackPoller:
+    def __init__(
+        self,
+        subscriptions: Subscriptions,
+        connection: PubSubConnection,
+        *,
+        watch_kind: str,
+        interval: float,
+        confirm_timeout: float,
+    ):
+        self._subs = subscriptions
+        self._connection = connection
+        self._watch_kind = watch_kind  # only waiters' channels are polled
+        self._interval = interval
+        self._confirm_timeout = confirm_timeout
+        self._sources: dict[str, PollSource] = {}
+        self._due = Event()  # wakes the poller before its interval is up
+        self._recheck_pending = False  # a forced re-read is owed since the last reconnect
+        self.polls = 0
+
+    def add_source(self, prefix: str, poll: PollSource) -> None:
+        self._sources[prefix] = poll
+
+    def request(self) -> None:
+        self._due.set()
+
+    def recheck_after_reconnect(self) -> None:
+        """Publishes made while Redis was away are lost: read the truth once."""
+        self._recheck_pending = True
+        gevent.spawn(self._recheck_when_subscribed)
+
+    def _recheck_when_subscribed(self) -> None:
+        """After a reconnect, once Redis confirmed the re-subscriptions, ask for the re-read:
+        a change committed after it is then published to a subscribed hub."""
+        deadline = time.monotonic() + 2 * self._confirm_timeout
+        for sub in list(self._subs.values()):
+            if not sub.confirmed.wait(max(deadline - time.monotonic(), 0)):
+                break
+        self._due.set()
+
+    def run(self) -> None:
+        while True:
+            self._due.wait(self._interval)
+            asked = self._due.is_set()
+            self._due.clear()
+            force = self._recheck_pending
+            connected = self._connection.connected
+            self._connection.count_fallback_time(leaving=connected)
+            if not (asked or force or not connected):
+                continue
+            try:
+                if self.poll_once(force=force) and force:
+                    self._recheck_pending = False  # else retried next interval
+            except Exception:
+                log.exception("fallback poll failed")
+
+    def poll_once(self, *, force: bool = False) -> bool:
+        """Read every watched channel's state with one batched query per poll source.
+
+        Delivers the channels whose version changed since the last poll, or all of them when
+        `force` (after a reconnect); waiters themselves decide whether a delivery is news.
+        Returns False when a source failed.
+        """
+        ok = True
+        for prefix, poll in self._sources.items():
+            watched = [
+                name[len(prefix) :]
+                for name in self._subs.names(self._watch_kind)
+                if name.startswith(prefix)
+            ]
+            if not watched:
+                continue
+            try:
+                latest = poll(watched)
+            except Exception as exc:
+                log.warning("fallback database poll failed: %s", first_line(exc))
+                ok = False
+                continue
+            self.polls += 1
+            for ident, (version, data) in latest.items():
+                sub = self._subs.get((self._watch_kind, prefix + ident))
+                if sub is None or (sub.polled_version == version and not force):
+                    continue
+                sub.polled_version = version
+                deliver(sub, prefix + ident, data, "poll", time.monotonic())
+        return ok
