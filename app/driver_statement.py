@@ -78,9 +78,7 @@ class DriverStatement:
                 except dialect.loaded_dbapi.Error:
                     disconnected = True
             if disconnected:
-                # As SQLAlchemy does: the server went away, so every connection opened
-                # before this one is stale too; the pool replaces them at checkout.
-                self.engine.pool._invalidate(pooled, exc)
+                invalidate_with_older(self.engine, pooled, exc)
             raise DBAPIError.instance(
                 self.sql,
                 params,
@@ -96,6 +94,17 @@ class DriverStatement:
         finally:
             pooled.close()
         return None if found is None else self._row(*found)
+
+
+def invalidate_with_older(engine: Engine, pooled, exc: BaseException) -> None:
+    """Invalidate `pooled` and every pooled connection opened before it.
+
+    As SQLAlchemy does on a disconnect: the server went away, so every connection opened
+    before this one is stale too; the pool replaces them at checkout. The project's one use
+    of a private SQLAlchemy API, Pool._invalidate, verified on SQLAlchemy 2.1.9;
+    tests/test_sqlalchemy_adapter.py fails if it changes.
+    """
+    engine.pool._invalidate(pooled, exc)
 
 
 @functools.lru_cache(maxsize=16)  # per engine and statement: a few in a worker, more in tests
