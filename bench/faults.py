@@ -31,9 +31,9 @@ import requests  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import servers  # noqa: E402
-from tests.helpers import WEBHOOK_SECRET  # noqa: E402
-from tests.test_live import create, pay, wait  # noqa: E402
+from tests.support import servers  # noqa: E402
+from tests.support.helpers import WEBHOOK_SECRET  # noqa: E402
+from tests.support.live import create, pay, wait  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

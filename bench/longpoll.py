@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.pyspy import Profiler  # noqa: E402
-from tests.servers import free_port, fresh_database  # noqa: E402
+from tests.support.servers import free_port, fresh_database  # noqa: E402
 
 # One load generator plays every client from one address: per-address limits are off.
 NO_ABUSE_LIMITS = {"ORDER_CREATE_RATE_LIMIT": "", "WAITS_PER_CLIENT": "0", "WAITS_PER_ORDER": "0"}

@@ -22,8 +22,8 @@ from app import create_app  # noqa: E402
 from app.config import TestConfig, normalize_database_url  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.realtime.hub import Hub  # noqa: E402
-from tests import servers  # noqa: E402
-from tests.helpers import WEBHOOK_SECRET  # noqa: E402
+from tests.support import servers  # noqa: E402
+from tests.support.helpers import WEBHOOK_SECRET  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # A database number of its own on the shared Redis: flushed before every test.
@@ -92,21 +92,6 @@ def make_app(pg_url, redis_client, redis_url):
 
 
 @pytest.fixture
-def app(make_app):
-    app = make_app()
-    with app.app_context():
-        db.session.execute(db.text("DELETE FROM orders"))
-        db.session.commit()
-        db.session.remove()
-    return app
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
 def make_hub():
     """Build started hubs with fast intervals; stopped after the test."""
     hubs = []
@@ -125,17 +110,6 @@ def make_hub():
         hub.stop()
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def any_database_app(request, make_app, app, tmp_path):
-    """The app on PostgreSQL, and on the embedded SQLite default."""
-    if request.param == "postgresql":
-        return app
-    sqlite_app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'orders.db'}")
-    with sqlite_app.app_context():
-        db.create_all()
-    return sqlite_app
-
-
 @pytest.fixture
 def private_redis():
     """Start a redis-server of this test's own on a free port; it may be killed at will."""
@@ -149,14 +123,6 @@ def private_redis():
     yield start
     for server in started:
         server.stop()
-
-
-@pytest.fixture
-def db_proxy():
-    """A TCP proxy in front of the machine's PostgreSQL that a test can stop, restart and mute."""
-    proxy = servers.TcpProxy(5432)
-    yield proxy
-    proxy.stop()
 
 
 @pytest.fixture
@@ -178,3 +144,15 @@ def live_server(pg_url, redis_url):
     yield start
     for server in started:
         server.stop()
+
+
+GROUPS = ("unit", "api", "live", "browser")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test with its group, the folder it lives in under tests/."""
+    root = os.path.dirname(__file__)
+    for item in items:
+        group = os.path.relpath(str(item.path), root).split(os.sep)[0]
+        if group in GROUPS:
+            item.add_marker(getattr(pytest.mark, group))

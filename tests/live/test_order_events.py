@@ -9,10 +9,10 @@ import time
 import pytest
 import requests
 
-from tests import servers
-from tests.helpers import assert_json_error
-from tests.sse import CLOSED, SseStream
-from tests.test_live import create, pay
+from tests.support import servers
+from tests.support.helpers import assert_json_error
+from tests.support.live import assert_stream_response, create, hub_stats, pay
+from tests.support.sse import CLOSED, SseStream
 
 HEARTBEAT = 0.5  # SSE_HEARTBEAT_INTERVAL of the servers below, in seconds
 SLACK = 2.0  # scheduling, gunicorn and loopback, generously
@@ -47,10 +47,6 @@ def start(live_server, **env):
     return live_server(SSE_HEARTBEAT_INTERVAL=HEARTBEAT, **env)
 
 
-def hub_stats(server) -> dict:
-    return requests.get(server.url + "/readyz", timeout=5).json()["hub"]
-
-
 def assert_status_event(frame, version: int, payment_status: str, order: dict) -> dict:
     assert frame is not CLOSED, f"stream closed, expected event id {version}"
     assert frame.event == "order_status", frame
@@ -60,12 +56,6 @@ def assert_status_event(frame, version: int, payment_status: str, order: dict) -
     assert body["version"] == version
     assert body["paymentStatus"] == payment_status
     return body
-
-
-def assert_stream_response(stream: SseStream) -> None:
-    assert stream.response.status_code == 200, stream.response.text
-    assert stream.response.headers["Content-Type"].startswith("text/event-stream")
-    assert stream.response.headers["Cache-Control"] == "no-cache"
 
 
 def test_an_event_published_before_connecting_is_delivered_then_the_stream_ends(

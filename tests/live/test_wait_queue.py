@@ -14,9 +14,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import servers
-from tests.helpers import auth, create_order
-from tests.test_live import create, parked, pay
+from tests.support import servers
+from tests.support.helpers import auth, create_order
+from tests.support.live import create, parked, pay
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import gevent
 import pytest
 import redis
 
-from tests.servers import eventually, free_port
+from tests.support.servers import eventually, free_port
 
 
 @pytest.fixture

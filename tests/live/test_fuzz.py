@@ -31,8 +31,8 @@ from schemathesis import GenerationMode
 from app.orders.schemas import parse_new_order
 from app.payments.schemas import parse_callback
 from app.payments.signature import sign
-from tests import servers
-from tests.helpers import CUSTOMER, WEBHOOK_SECRET, callback_body, order_body
+from tests.support import servers
+from tests.support.helpers import CUSTOMER, WEBHOOK_SECRET, callback_body, order_body
 
 ADMIN_TOKEN = "fuzz-admin-token"
 MAX_WAIT_MS = 200

@@ -7,10 +7,10 @@ import time
 import gevent
 import redis
 
-from tests import servers
 from tests.conftest import REDIS_URL
-from tests.sse import SseStream
-from tests.test_live import create, parked, pay, wait
+from tests.support import servers
+from tests.support.live import create, parked, pay, wait
+from tests.support.sse import SseStream
 
 ADMIN = "admin-shutdown"
 

@@ -12,8 +12,8 @@ import time
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests import servers
-from tests.test_live import create, pay
+from tests.support import servers
+from tests.support.live import create, pay
 
 CHROMIUM = "/usr/lib/chromium/chromium"
 ARGS = [

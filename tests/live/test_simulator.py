@@ -4,8 +4,8 @@ import json
 import os
 import subprocess
 
-from tests import servers
-from tests.helpers import WEBHOOK_SECRET
+from tests.support import servers
+from tests.support.helpers import WEBHOOK_SECRET
 
 
 def test_a_short_flash_sale_resolves_every_paid_order_in_one_or_two_requests(live_server):

@@ -6,7 +6,7 @@ import gevent
 import pytest
 
 from app.extensions import db
-from tests.helpers import auth, create_order, pay, statements_run
+from tests.support.helpers import auth, create_order, pay, statements_run
 
 
 def wait_url(order: dict, **params) -> str:

@@ -19,7 +19,7 @@ import requests
 from gevent.event import Event
 from gevent.server import StreamServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

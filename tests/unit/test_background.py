@@ -6,7 +6,7 @@ import gevent
 
 from app.admin.trigger import StatsTrigger
 from app.realtime.leader import LeaderJob
-from tests.servers import eventually
+from tests.support.servers import eventually
 
 
 def make_trigger(sample_rate: float, **options) -> tuple[StatsTrigger, list[float]]:

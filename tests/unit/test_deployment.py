@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from app.config import Config
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 
 def compose() -> dict:

@@ -13,12 +13,12 @@ from app.config import normalize_database_url
 from app.extensions import db
 from app.realtime.hub import Hub
 from app.realtime.publish import Publisher
-from tests import servers
-from tests.helpers import auth, create_order, pay
-from tests.servers import eventually
-from tests.test_live import create, parked
-from tests.test_live import pay as pay_live
-from tests.test_live import wait as wait_live
+from tests.support import servers
+from tests.support.helpers import auth, create_order, pay
+from tests.support.live import create, parked
+from tests.support.live import pay as pay_live
+from tests.support.live import wait as wait_live
+from tests.support.servers import eventually
 
 SLACK = 1.5  # seconds of scheduling slack on a shared 2-core machine
 

@@ -7,7 +7,7 @@ import gevent
 import pytest
 
 from app.realtime.parking import Parked, ParkingLot
-from tests.servers import eventually
+from tests.support.servers import eventually
 
 
 class Answering(Parked):

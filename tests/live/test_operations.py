@@ -11,9 +11,9 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import servers
-from tests.helpers import CUSTOMER, WEBHOOK_SECRET, callback_body
-from tests.test_live import create, parked, pay, wait
+from tests.support import servers
+from tests.support.helpers import CUSTOMER, WEBHOOK_SECRET, callback_body
+from tests.support.live import create, parked, pay, wait
 
 Samples = dict[tuple[str, tuple], float]
 

@@ -10,7 +10,7 @@ import gevent
 import redis
 
 from app.realtime.hub import Hub
-from tests.servers import eventually
+from tests.support.servers import eventually
 
 
 def reader_state(hub: Hub) -> str:

@@ -8,7 +8,7 @@ from app.config import normalize_database_url
 from app.driver_statement import DriverStatement
 from app.extensions import db
 from app.orders.models import Order
-from tests.helpers import create_order, pay
+from tests.support.helpers import create_order, pay
 
 orders = Order.__table__
 

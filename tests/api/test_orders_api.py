@@ -9,7 +9,7 @@ import pytest
 
 from app.extensions import db
 from app.orders.models import Order
-from tests.helpers import CUSTOMER, assert_error, auth, create_order, order_body
+from tests.support.helpers import CUSTOMER, assert_error, auth, create_order, order_body
 
 ORDER_NUMBER = re.compile(r"^ORD-\d{13}-[A-Z0-9]{6}$")
 ORDER_FIELDS = {

@@ -16,9 +16,9 @@ from simple_websocket import Client as SimpleClient
 from simple_websocket import ConnectionClosed
 from simple_websocket import ConnectionError as HandshakeRefused
 
-from tests import servers
 from tests.conftest import REDIS_URL
-from tests.test_live import create, pay
+from tests.support import servers
+from tests.support.live import create, pay
 
 ADMIN = "admin-ws"
 

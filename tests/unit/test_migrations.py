@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from app import create_app
 from app.config import TestConfig, normalize_database_url
-from tests import servers
+from tests.support import servers
 
 
 def flask_db(*args: str, database_url: str) -> subprocess.CompletedProcess:

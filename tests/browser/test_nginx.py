@@ -25,8 +25,8 @@ import yaml
 from gevent.server import StreamServer
 
 from app.config import Config
-from tests import servers
-from tests.test_live import create, pay, wait
+from tests.support import servers
+from tests.support.live import create, hub_stats, pay, wait
 
 CONF = servers.ROOT / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or next(
@@ -284,10 +284,6 @@ def test_headers_keepalive_and_websocket_upgrades_reach_the_app(nginx):
 # -- the topology on loopback -------------------------------------------------------------
 
 
-def hub(server) -> dict:
-    return requests.get(server.url + "/readyz", timeout=5).json()["hub"]
-
-
 class Client:
     """A browser on an order page: holds a wait through nginx and asks again at once after
     each unchanged answer, until the order changes."""
@@ -321,11 +317,11 @@ def test_waits_through_nginx_survive_a_replica_restart(live_server, nginx, redis
     orders = [create(proxy) for _ in range(WAITS)]
     clients = [Client(proxy, order) for order in orders]
     servers.eventually(
-        lambda: hub(first)["parked"] + hub(second)["parked"] == WAITS,
+        lambda: hub_stats(first)["parked"] + hub_stats(second)["parked"] == WAITS,
         10,
         f"{WAITS} waits held across both instances",
     )
-    on_first, on_second = hub(first)["parked"], hub(second)["parked"]
+    on_first, on_second = hub_stats(first)["parked"], hub_stats(second)["parked"]
     assert on_first > 0 and on_second > 0 and on_first + on_second == WAITS
 
     # SIGTERM: the first instance answers what it holds, at once, and stops; the clients
@@ -337,7 +333,7 @@ def test_waits_through_nginx_survive_a_replica_restart(live_server, nginx, redis
         "the first instance's waits answered",
     )
     servers.eventually(
-        lambda: hub(second)["parked"] == WAITS, 10, "every wait held on the second instance"
+        lambda: hub_stats(second)["parked"] == WAITS, 10, "every wait held on the second instance"
     )
     stopped_in = stopping.get(timeout=20)
     assert all(not c.greenlet.ready() for c in clients), [c.answers for c in clients]
@@ -369,7 +365,7 @@ def test_waits_through_nginx_survive_a_replica_restart(live_server, nginx, redis
     # A webhook taken by one instance wakes a wait held on the other.
     order = create(proxy)
     crossing = gevent.spawn(wait, second, order, timeout_ms=WAIT_MS)
-    servers.eventually(lambda: hub(second)["parked"] == 1, 5, "a wait held on the second")
+    servers.eventually(lambda: hub_stats(second)["parked"] == 1, 5, "a wait held on the second")
     assert pay(first, order).status_code == 200
     body = crossing.get(timeout=5).json()
     assert body["changed"] is True and body["paymentStatus"] == "completed"

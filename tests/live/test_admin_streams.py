@@ -16,11 +16,11 @@ import pytest
 import redis
 import requests
 
-from tests import servers
 from tests.conftest import REDIS_URL
-from tests.helpers import assert_json_error
-from tests.sse import Frame, SseStream
-from tests.test_live import create, parked, pay, wait
+from tests.support import servers
+from tests.support.helpers import assert_json_error
+from tests.support.live import assert_stream_response, create, hub_stats, parked, pay, wait
+from tests.support.sse import Frame, SseStream
 
 ADMIN = "admin-1"
 OTHER_ADMIN = "admin-2"
@@ -120,12 +120,6 @@ def assert_refused(stream: SseStream, status: int) -> None:
     assert_json_error(stream.response, status)
 
 
-def assert_stream_response(stream: SseStream) -> None:
-    assert stream.response.status_code == 200, stream.response.text
-    assert stream.response.headers["Content-Type"].startswith("text/event-stream")
-    assert stream.response.headers["Cache-Control"] == "no-cache"
-
-
 def next_sync(stream: SseStream, timeout: float) -> tuple[Frame, dict]:
     frame = stream.next_event(timeout)
     assert frame.event == "sync", frame
@@ -150,10 +144,6 @@ def computations(client: redis.Redis) -> int:
 def refresher_ran(client: redis.Redis) -> bool:
     """The stats refresher's run at start-up is over: cached and reported."""
     return bool(client.exists(CACHE_KEY) and client.hexists(STATUS_KEY, "stats-refresher"))
-
-
-def hub_stats(server) -> dict:
-    return requests.get(server.url + "/readyz", timeout=5).json()["hub"]
 
 
 def stop_server(server) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import servers
+from tests.support import servers
 
 BENCH = servers.ROOT / "bench" / "longpoll.py"
 SIZE = "50"

@@ -11,7 +11,7 @@ from app.extensions import db
 from app.orders import events
 from app.orders.models import Order
 from app.payments.models import PaymentEvent
-from tests.helpers import (
+from tests.support.helpers import (
     assert_error,
     auth,
     callback_body,
@@ -21,7 +21,7 @@ from tests.helpers import (
     signature_for,
     statements_run,
 )
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 CALLBACK = "/api/payhero/callback"
 UNKNOWN_REFERENCE = "ORD-0000000000000-NOSUCH"
