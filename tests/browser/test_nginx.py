@@ -24,7 +24,7 @@ import requests
 import yaml
 from gevent.server import StreamServer
 
-from app.config import Config
+from app.config.sections import Waits
 from tests.support import servers
 from tests.support.live import create, hub_stats, pay, wait
 
@@ -72,7 +72,7 @@ def gunicorn_keepalive() -> int:
 def test_nothing_buffers_or_times_out_a_held_wait():
     found = directives(CONF.read_text())
     assert found["proxy_buffering"] == ["off"]
-    assert seconds(found["proxy_read_timeout"][0]) > Config.LONGPOLL_MAX_TIMEOUT_MS / 1000
+    assert seconds(found["proxy_read_timeout"][0]) > Waits.longpoll_max_timeout_ms / 1000
     assert found["proxy_http_version"] == ["1.1"]
     # The image's command sets `daemon off` with -g: the file must not set it too.
     assert "daemon" not in found and "user" not in found

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from app.config import Config
+from app.config.sections import Waits
 from tests.support.servers import ROOT
 
 
@@ -98,6 +98,6 @@ def test_gunicorn_settings_hold_ten_thousand_waits_per_worker():
     settings = yaml.safe_load(out)
     assert settings["worker_class"] == "gevent"
     assert settings["worker_connections"] >= 10_000
-    assert settings["timeout"] * 1000 > Config.LONGPOLL_MAX_TIMEOUT_MS
+    assert settings["timeout"] * 1000 > Waits.longpoll_max_timeout_ms
     assert settings["bind"] == "0.0.0.0:9123"
     assert settings["workers"] == 3
