@@ -3,13 +3,12 @@
 import gc
 import os
 import shutil
-import signal
 import tempfile
-import time
 
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
+# gevent's worker, plus what held requests need from the server: app/server.py.
+worker_class = "app.server.Worker"
 # Held waits are open connections: leave room for 10,000 of them per worker, plus others.
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "12000"))
 # gevent workers heartbeat from their own loop, so held requests never trip this; it only
@@ -50,25 +49,13 @@ def on_exit(server):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
-def worker_exit(server, worker):
-    """Before a stopped worker's process ends: answer what it still holds outside gunicorn's
-    own requests (queued and parked long polls), all within one graceful timeout."""
-    app = getattr(worker, "wsgi", None)
-    deadline = time.monotonic() + graceful_timeout
-    for wait in getattr(app, "extensions", {}).get("drained", []):
-        wait(max(deadline - time.monotonic(), 0))
-
-
 def post_worker_init(worker):
-    """Start this worker's hub and background greenlets now (the hub logs its Redis status
-    at start, not at first use)."""
-    for start in worker.wsgi.extensions["background"]:
-        start()
+    """Tune the worker's memory before it serves (app/server.py starts the application's
+    hub and background greenlets right after)."""
     # Everything loaded so far (Flask, SQLAlchemy, gevent: a few hundred thousand objects)
     # lives as long as the worker. Freezing it keeps full collections from scanning it
     # again and again: they stalled every held request for about 100 ms under load.
     gc.freeze()
-    drain_on_sigterm(worker)
     trim_freed_memory(float(os.environ.get("MALLOC_TRIM_INTERVAL", "2")))
 
 
@@ -95,23 +82,3 @@ def trim_freed_memory(interval: float) -> None:
             trim(0)
 
     gevent.spawn(loop)
-
-
-def drain_on_sigterm(worker):
-    """On SIGTERM (stop, HUP/USR2 reloads), answer held waits and end streams at once, then
-    let gunicorn stop the worker as usual: clients get an answer, not a reset connection."""
-    import gevent
-
-    gunicorn_exit = signal.getsignal(signal.SIGTERM)
-    shutdown = worker.wsgi.extensions["shutdown"]
-
-    def drain():
-        for stop in shutdown:
-            stop()
-
-    def on_sigterm(signum, frame):
-        gevent.spawn(drain)  # a signal handler must not block or switch greenlets
-        gunicorn_exit(signum, frame)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: no interrupted calls

@@ -1,16 +1,8 @@
-"""Domain errors and their JSON responses: `{"success": false, "error": "..."}`."""
+"""The errors requests end with; app/responses.py says how each is answered."""
 
-import logging
-
-from flask import jsonify
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
-
-from app.logs import first_line
-
-log = logging.getLogger(__name__)
-
 
 # What the database raises when it is down, unreachable or out of connections.
 DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeoutError)
@@ -41,6 +33,10 @@ class NotFound(ApiError):
     status = 404
 
 
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
 class TooManyRequests(ApiError):
     status = 429
 
@@ -49,26 +45,15 @@ class ServiceUnavailable(ApiError):
     status = 503
 
 
-def error_response(message: str, status: int):
-    return jsonify(success=False, error=message), status
-
-
 def register_error_handlers(app) -> None:
-    @app.errorhandler(ApiError)
-    def handle_api_error(err: ApiError):
-        response, status = error_response(err.message, err.status)
-        if err.retry_after is not None:
-            response.headers["Retry-After"] = str(err.retry_after)
-        return response, status
+    """Flask's errors answered by the one response policy (app/responses.py)."""
+    from flask import Response, request
 
-    @app.errorhandler(HTTPException)
-    def handle_http_exception(err: HTTPException):
-        return error_response(err.description or err.name, err.code or 500)
+    from app.responses import error_response
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(InterfaceError)
-    @app.errorhandler(PoolTimeoutError)
-    def handle_database_down(err):
-        # The database is the truth: without it we cannot answer, but the client may retry.
-        log.error("database unavailable: %s", first_line(err))
-        return error_response("database unavailable, retry shortly", 503)
+    def answer(err):
+        policy = error_response(err, f"{request.method} {request.path}")
+        return Response(policy.body, policy.status, policy.headers)
+
+    for kind in (ApiError, HTTPException, *DATABASE_DOWN):
+        app.register_error_handler(kind, answer)

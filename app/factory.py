@@ -5,10 +5,13 @@ from flask import Flask
 from app import security
 from app.config import Config, configure
 from app.database import add_engine_events, configure_database_url
+from app.plain_wsgi import PlainRoutes
+from app.responses import Cors, JsonProvider
 
 
 def create_app(config_class: type = Config, **overrides) -> Flask:
     app = Flask("app", instance_relative_config=True)
+    app.json = JsonProvider(app)
     app.config.from_object(config_class)
     configure(app, overrides)  # the environment is read here, once; overrides win
     configure_logging(app)
@@ -16,7 +19,7 @@ def create_app(config_class: type = Config, **overrides) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
-    security.trust_proxies(app)
+    build_wsgi_chain(app)
     return app
 
 
@@ -34,7 +37,7 @@ def register_extensions(app: Flask) -> None:
     migrations_cli.init_app(app)
     redis_store.init_app(app)
     realtime.init_app(app)
-    security.init_app(app)
+    security.init_app(app, Cors(app.config["CORS_ORIGINS"]))
     ratelimit.init_app(app)
     add_engine_events(app)
 
@@ -50,6 +53,23 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     openapi.init_app(app)
+
+
+def build_wsgi_chain(app: Flask) -> None:
+    """The WSGI chain, outermost first: the proxy headers (when behind proxies), then the
+    plain routes (waits and the webhook, app/plain_wsgi.py), then Flask."""
+    from app.orders.routes import wait
+    from app.payments.routes import callback
+
+    plain = PlainRoutes(
+        app,
+        [wait, callback],
+        app.wsgi_app,
+        Cors(app.config["CORS_ORIGINS"]),
+        app.extensions["longpolls"],
+    )
+    app.extensions["plain_routes"] = plain
+    app.wsgi_app = security.behind_proxies(app, plain)
 
 
 def register_error_handlers(app: Flask) -> None:

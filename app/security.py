@@ -1,67 +1,41 @@
-"""What every request and response passes through: body size and type, security headers,
-cross-origin access for configured origins only, and the client address behind proxies."""
+"""What every request passes through: body size and type, the headers of the response
+policy (app/responses.py) on Flask's answers, and the client address behind proxies."""
 
 from flask import request
-from flask_cors import CORS
+from werkzeug.http import parse_options_header
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import get_content_length
 
-from app.errors import ApiError
-
-# Pages load only their own scripts, styles and images, and talk only to this origin.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
+from app.errors import UnsupportedMediaType
+from app.responses import Cors, finish_flask_response
 
 JSON_BODY_REQUIRED = "request body must be JSON (Content-Type: application/json)"
+_WITH_BODY = ("POST", "PUT", "PATCH")
 
 
-class UnsupportedMediaType(ApiError):
-    status = 415
-
-
-def init_app(app) -> None:
+def init_app(app, cors: Cors) -> None:
     # Flask answers a larger body with 413 (JSON through the error handlers).
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
-    app.before_request(require_json_bodies)
-    app.after_request(add_security_headers)
-    origins = app.config["CORS_ORIGINS"]
-    if origins:
-        CORS(
-            app,
-            resources={r"/api/*": {"origins": origins}},
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-            expose_headers=["Retry-After"],
-            max_age=600,
-        )
+    app.before_request(lambda: require_json_body(request.environ))
+    app.after_request(lambda response: finish_flask_response(response, cors, request.environ))
 
 
-def trust_proxies(app) -> None:
-    """Behind nginx the peer is the proxy: the client is in X-Forwarded-For, and the
-    per-address limits must count clients, not the proxy. Outermost of the WSGI wrappers,
-    so every route sees the client's address."""
-    proxies = app.config["PROXY_FIX_X_FOR"]
-    if proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
-
-
-def require_json_bodies():
-    """An API request that carries a body must say it is JSON."""
+def require_json_body(environ) -> None:
+    """An API request that carries a body must say it is JSON (415)."""
     if (
-        request.path.startswith("/api/")
-        and request.method in ("POST", "PUT", "PATCH")
-        and (request.content_length or request.headers.get("Transfer-Encoding"))
-        and request.mimetype != "application/json"
+        environ.get("PATH_INFO", "").startswith("/api/")
+        and environ["REQUEST_METHOD"] in _WITH_BODY
+        and (get_content_length(environ) or environ.get("HTTP_TRANSFER_ENCODING"))
+        and parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower() != "application/json"
     ):
         raise UnsupportedMediaType(JSON_BODY_REQUIRED)
 
 
-def add_security_headers(response):
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    # Order pages carry their token in the URL fragment: never leak the URL onwards.
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    if response.mimetype == "text/html":
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
+def behind_proxies(app, wsgi_app):
+    """Behind nginx the peer is the proxy: the client is in X-Forwarded-For, and the
+    per-address limits must count clients, not the proxy. Outermost of the WSGI chain, so
+    every route sees the client's address."""
+    proxies = app.config["PROXY_FIX_X_FOR"]
+    if not proxies:
+        return wsgi_app
+    return ProxyFix(wsgi_app, x_for=proxies, x_proto=proxies)

@@ -12,6 +12,7 @@ bp = Blueprint("admin", __name__, url_prefix="/api")
 
 
 def init_app(app) -> None:
+    from app.lifecycle import Lifecycle
     from app.orders.signals import callback_received, order_changed
     from app.realtime.publish import Increment, Publish
 
@@ -52,6 +53,9 @@ def init_app(app) -> None:
     callback_received.connect(on_callback, sender=app, weak=False)
 
     jobs = ext["admin.services"] = background.build_services(app, source)
-    ext["background"].extend(job.start for job in jobs)
+    lifecycle = Lifecycle.of(app)
+    for job in jobs:
+        lifecycle.on_start(job.start)
     # Give the leases back at once: another worker takes the jobs over without waiting.
-    ext["shutdown"].extend(job.stop for job in jobs)
+    for job in jobs:
+        lifecycle.on_drain(job.stop)

@@ -1,16 +1,22 @@
-"""HTTP and WebSocket routes of the orders feature: parse, call one service, serialize."""
+"""HTTP and WebSocket routes of the orders feature: parse, call one service, serialize.
+
+The wait is a plain route (app/plain_wsgi.py): it returns the `Wait`, which the long-poll
+transport holds and answers."""
 
 import json
 
 from flask import current_app, g, jsonify, request
 
+from app.plain_wsgi import plain_route, query_args
 from app.ratelimit import limiter, order_creation_limit, order_creation_unlimited
 from app.realtime import sse, websocket
 from app.validation import parse_json
 
 from . import bp, services, socket_bp
-from .access import token_from_request
+from .access import bearer_token, token_from_request
 from .schemas import parse_new_order, parse_wait
+from .updates import GOING_AWAY, IDLE, order_updates
+from .wait import Wait
 
 
 @bp.post("")
@@ -25,29 +31,23 @@ def show(order_id: str):
     return jsonify(services.authorize(order_id, token_from_request(request)).to_json())
 
 
-@bp.get("/<order_id>/wait")
-def wait(order_id: str):
+@plain_route("GET", "/api/orders/{order_id}/wait")
+def wait(environ, order_id: str) -> Wait:
     cfg = current_app.config
+    args = query_args(environ)
     params = parse_wait(
-        request.args,
+        args,
         default_timeout_ms=cfg["LONGPOLL_DEFAULT_TIMEOUT_MS"],
         max_timeout_ms=cfg["LONGPOLL_MAX_TIMEOUT_MS"],
     )
-    answer = services.wait_for_update(
-        order_id,
-        token_from_request(request),
-        params.since,
-        params.timeout_ms,
-        client=request.remote_addr or "-",
-    )
-    response = jsonify(answer.body)
-    response.call_on_close(answer.written)
-    return response
+    token = bearer_token(environ.get("HTTP_AUTHORIZATION", "")) or args.get("token") or None
+    client = environ.get("REMOTE_ADDR") or "-"
+    return Wait(order_id, token, params.since, params.timeout_ms, client)
 
 
 @bp.get("/<order_id>/events")
 def events(order_id: str):
-    stream = services.order_updates(
+    stream = order_updates(
         order_id,
         token_from_request(request),
         sse.last_event_id(request),
@@ -55,13 +55,13 @@ def events(order_id: str):
     )
     if stream is None:
         return "", 204  # settled, and the client has it all: EventSource stops reconnecting
-    watch, updates = stream
+    watch, following = stream
 
     def frames(connection):
-        for update in updates(connection):
-            if update == services.IDLE:
+        for update in following(connection):
+            if update == IDLE:
                 yield sse.HEARTBEAT
-            elif update == services.GOING_AWAY:
+            elif update == GOING_AWAY:
                 return  # the browser reconnects elsewhere with its Last-Event-ID
             else:
                 yield sse.event(update, name="order_status", event_id=update["version"])
@@ -73,7 +73,7 @@ def events(order_id: str):
 # open the order: the stream is opened in before_request, ahead of flask-sock's handshake.
 @socket_bp.before_request
 def open_order_socket():
-    g.order_updates = services.order_updates(
+    g.order_updates = order_updates(
         request.view_args["order_id"],
         token_from_request(request),
         request.args.get("lastEventId"),
@@ -98,9 +98,9 @@ def socket(ws, order_id: str):
 
     def messages(connection):
         for update in updates(connection):
-            if update == services.GOING_AWAY:
+            if update == GOING_AWAY:
                 yield websocket.Close(websocket.GOING_AWAY, "going away")
-            elif update != services.IDLE:  # keepalive is the socket's own ping
+            elif update != IDLE:  # keepalive is the socket's own ping
                 payload = {"type": "order_status", "payload": update, "id": update["version"]}
                 yield json.dumps(payload, separators=(",", ":"))
         yield websocket.Close(websocket.NORMAL_CLOSURE, "order settled")

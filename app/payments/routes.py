@@ -1,45 +1,25 @@
-"""The provider's webhook endpoint, as a Flask route and as plain WSGI in front of Flask
-(app/plain_wsgi.py): the plain one serves it, the Flask one cross-origin requests."""
+"""The provider's webhook endpoint, a plain route (app/plain_wsgi.py): the provider calls it
+once per payment, and a flash sale's worth of them must not wait behind Flask's machinery."""
 
-import re
+from flask import current_app
+from werkzeug.wsgi import get_input_stream
 
-from flask import jsonify, request
-from werkzeug.http import parse_options_header
-from werkzeug.wsgi import get_content_length, get_input_stream
+from app.plain_wsgi import plain_route
+from app.responses import Response, json_response
+from app.security import require_json_body
 
-from app.plain_wsgi import PlainRoute
-from app.security import JSON_BODY_REQUIRED, UnsupportedMediaType
-
-from . import bp, services
+from . import services
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
 SIGNATURE_ENVIRON_KEY = "HTTP_" + SIGNATURE_HEADER.upper().replace("-", "_")
 
 
-@bp.post("/callback")
-def callback():
+@plain_route("POST", "/api/payhero/callback")
+def callback(environ) -> Response:
+    require_json_body(environ)
+    # A body over MAX_CONTENT_LENGTH raises werkzeug's 413, as Flask's get_data does.
+    stream = get_input_stream(environ, max_content_length=current_app.config["MAX_CONTENT_LENGTH"])
     outcome = services.receive(
-        request.get_data(cache=False), request.headers.get(SIGNATURE_HEADER), request.remote_addr
+        stream.read(), environ.get(SIGNATURE_ENVIRON_KEY), environ.get("REMOTE_ADDR")
     )
-    return jsonify(outcome.to_json())
-
-
-class CallbackRoute(PlainRoute):
-    """`POST /api/payhero/callback`, with the body checks Flask applies to it."""
-
-    path = re.compile(re.escape(bp.url_prefix + "/callback"))
-    method = "POST"
-
-    def serve(self, match, environ, start_response):
-        has_body = get_content_length(environ) or environ.get("HTTP_TRANSFER_ENCODING")
-        mimetype = parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower()
-        if has_body and mimetype != "application/json":
-            raise UnsupportedMediaType(JSON_BODY_REQUIRED)
-        # A body over MAX_CONTENT_LENGTH raises werkzeug's 413, as Flask's get_data does.
-        stream = get_input_stream(environ, max_content_length=self.app.config["MAX_CONTENT_LENGTH"])
-        outcome = services.receive(
-            stream.read(),
-            environ.get(SIGNATURE_ENVIRON_KEY),
-            environ.get("REMOTE_ADDR"),
-        )
-        return self.json(start_response, outcome.to_json())
+    return json_response(outcome.to_json())

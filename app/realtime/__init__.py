@@ -1,11 +1,15 @@
 """Realtime core: the per-process subscriber hub and publishing. Knows no feature."""
 
 from flask import current_app
+from gevent.lock import BoundedSemaphore, DummySemaphore
+
+from app.lifecycle import KEY as LIFECYCLE
+from app.lifecycle import Lifecycle
 
 from . import websocket
 from .connections import LeaseLimiter, Presence, registry
 from .hub import Delivery, Hub, Watch
-from .parking import ParkingLot
+from .longpoll import LongPolls
 from .publish import Publisher
 
 __all__ = [
@@ -59,13 +63,18 @@ def init_app(app) -> None:
         LeaseLimiter(client, cfg["WAITS_PER_CLIENT"], wait_lease, "limit:waits:client:"),
         LeaseLimiter(client, cfg["WAITS_PER_ORDER"], wait_lease, "limit:waits:order:"),
     )
-    # What the server starts in each worker, and what it stops when the worker is told to.
-    app.extensions["background"] = [hub.start, app.extensions["presence"].start]
-    app.extensions["shutdown"] = [hub.drain]
-    # Requests held by their socket alone (app/realtime/parking.py); the worker waits for
-    # them to be answered before it exits.
-    app.extensions["parking"] = lot = ParkingLot(hub)
-    app.extensions["drained"] = [lot.wait_empty]
+    # Long polls opening at once, per worker; the rest queue for a turn, so a burst (10,000
+    # arriving together) never waits past the pools' checkout timeouts.
+    at_once = cfg["WAITS_OPENING_AT_ONCE"]
+    turns = BoundedSemaphore(at_once) if at_once else DummySemaphore()
+    longpolls = app.extensions["longpolls"] = LongPolls(hub, turns, app.app_context)
+    # What the server starts in each worker, drains when it is told to stop, and waits for
+    # (queued and parked long polls) before the process ends.
+    lifecycle = app.extensions[LIFECYCLE] = Lifecycle()
+    lifecycle.on_start(hub.start)
+    lifecycle.on_start(app.extensions["presence"].start)
+    lifecycle.on_drain(hub.drain)
+    lifecycle.on_exit_wait_for(longpolls.wait_empty)
     websocket.init_app(app)
 
 

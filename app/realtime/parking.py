@@ -2,7 +2,7 @@
 
 A held request served the usual way keeps its greenlet, that greenlet's stack and the
 server's per-request objects alive until it is answered: about 15 KiB before the application
-adds anything (gunicorn's gevent worker, measured). A parked request is a duplicate of the
+adds anything (gunicorn's gevent worker, measured). A parked request is a copy of the
 client's socket plus a few fields: the server's greenlet finishes and its objects are freed.
 
 The lot subscribes through the hub (one handler per channel, whatever the number of parked
@@ -11,11 +11,12 @@ is a few hundred bytes into an idle socket, which a non-blocking send takes whol
 leaves at once instead of queueing behind every request the worker is busy with. What a
 socket does not take at once, and the bookkeeping of written answers (metrics, logs), go to
 one writer greenlet. One timer greenlet answers requests whose deadline passed, in batches,
-so a feature can read the final state of all of them with one query. On shutdown every
-parked request is answered at once, and the worker waits for that before it exits.
+so their final state is read with one query. On shutdown every parked request is answered
+at once, and the worker waits for that before it exits.
 
-The lot knows no feature: a parked request is a subclass of `Parked` that turns a delivery
-(or its deadline) into the bytes of its HTTP response.
+The lot knows no feature: a parked request holds a `Held` (which turns deliveries, or its
+deadline, into answer bodies) and is a `Parked` of the transport (which encodes a body for
+its client and writes it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import heapq
 import itertools
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
 
 import gevent
 from gevent.event import Event
@@ -35,43 +39,66 @@ log = logging.getLogger(__name__)
 TIMEOUT = "timeout"
 
 
+class Held(Protocol):
+    """What is held: a feature's request, answered by a delivery or at its deadline."""
+
+    channel: str
+    deadline: float  # time.monotonic()
+
+    def answer(self, delivery: Delivery, memo: dict) -> dict | None:
+        """The answer body if `delivery` answers it, else None. `memo` is shared by every
+        request the delivery is offered to: decode or build once there."""
+
+    @staticmethod
+    def finish(held: list, reason: str) -> list[dict]:
+        """The answer bodies, in order, of requests whose deadline passed (TIMEOUT) or whose
+        worker stops (SHUTDOWN): one call for many, so their state is read in one go."""
+
+    def close(self, written_at: float | None = None) -> None:
+        """Give back what it holds, and count its answer if it had one."""
+
+
 class Parked:
-    """One parked request. Subclasses answer deliveries and write what they owe afterwards."""
+    """One parked request: what is held, and how its answer reaches the client (subclasses:
+    app/realtime/longpoll.py)."""
 
-    __slots__ = ("sock", "channel", "deadline", "done", "written_at")
+    __slots__ = ("held", "channel", "deadline", "done", "written_at")
 
-    def __init__(self, sock, channel: str, deadline: float):
-        self.sock = sock  # a duplicate of the client's socket; the server closed its own
-        self.channel = channel
-        self.deadline = deadline  # time.monotonic()
+    def __init__(self, held: Held):
+        self.held = held
+        self.channel = held.channel
+        self.deadline = held.deadline
         self.done = False
         self.written_at: float | None = None  # time.monotonic() once the response is out
 
-    def answer(self, delivery: Delivery, memo: dict) -> bytes | None:
-        """The response to write if `delivery` answers this request, else None. `memo` is
-        shared by every request the delivery is offered to: decode or encode once there."""
+    def encode(self, body: dict, memo: dict):
+        """What to write for `body`; `memo` as in Held.answer."""
         raise NotImplementedError
 
-    def written(self) -> None:
-        """Called after the response was written (at `written_at`) or the client was found
-        gone; maybe some time after, with others."""
-
-    @classmethod
-    def finish(cls, requests: list[Parked], reason: str) -> list[bytes]:
-        """The responses, in order, of requests whose deadline passed (TIMEOUT) or whose
-        worker stops (SHUTDOWN): one call for many, so their state is read in one go."""
+    def send_now(self, data):
+        """Write what the client takes without waiting: the rest (empty when none, or the
+        client is gone)."""
         raise NotImplementedError
+
+    def send_and_close(self, data) -> None:
+        """Write all of `data` (waiting as long as it takes) and let go of the client."""
+        raise NotImplementedError
+
+    def respond(self, delivery: Delivery, memo: dict):
+        body = self.held.answer(delivery, memo)
+        return None if body is None else self.encode(body, memo)
 
 
 class ParkingLot:
-    def __init__(self, hub: Hub):
+    def __init__(self, hub: Hub, context: Callable[[], AbstractContextManager] = nullcontext):
         self._hub = hub
+        self._context = context  # what a Held's finish() runs in (the application's context)
         self._by_channel: dict[str, dict[Parked, None]] = {}
         self._handlers: dict[str, Handler] = {}
         self._deadlines: list[tuple[float, int, Parked]] = []
         self._order = itertools.count()
         self._deliveries: list[Delivery] = []
-        self._unfinished: list[tuple[Parked, bytes]] = []  # answers a socket did not take whole
+        self._unfinished: list[tuple[Parked, object]] = []  # answers not taken whole at once
         self._unrecorded: list[Parked] = []  # written, their bookkeeping not done yet
         self._delivered = Event()
         self._timer_reset = Event()
@@ -81,10 +108,13 @@ class ParkingLot:
         self._timer: gevent.Greenlet | None = None
         self.count = 0
 
-    def park(self, request: Parked, watch: Watch) -> bytes | None:
+    def park(self, request: Parked, watch: Watch):
         """Take over `request`, whose `watch` is registered already. Returns the response to
         write right away when a delivery that answers it came in meanwhile (nothing is
         parked then); else None, and the lot answers it later."""
+        if self._hub.closing:  # the worker stops: answer with what there is, hold nothing
+            watch.close()
+            return self._finished([request], SHUTDOWN)[0]
         self._ensure_running()
         channel = request.channel
         if channel not in self._handlers:
@@ -98,9 +128,9 @@ class ParkingLot:
             response = None
             while response is None and (delivery := watch.next(0)) is not None:
                 if delivery.source == SHUTDOWN:
-                    response = type(request).finish([request], SHUTDOWN)[0]
+                    response = self._finished([request], SHUTDOWN)[0]
                 else:
-                    response = request.answer(delivery, {})
+                    response = request.respond(delivery, {})
         finally:
             watch.close()
         if response is not None:
@@ -146,20 +176,12 @@ class ParkingLot:
                 log.exception("parked requests of %s not answered", delivery.channel)
         self._delivered.set()
 
-    def _write_at_once(self, request: Parked, response: bytes) -> bool:
-        """Send what the socket takes without waiting; the writer sends the rest. True when
+    def _write_at_once(self, request: Parked, response) -> bool:
+        """Send what the client takes without waiting; the writer sends the rest. True when
         the request is done with (written whole, or its client gone)."""
-        try:
-            request.sock.settimeout(0.0)  # gevent: raise instead of waiting for the socket
-            sent = request.sock.send(response)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            sent = len(response)  # the client left; nothing to tell it
-        finally:
-            request.sock.settimeout(None)
-        if sent < len(response):
-            self._unfinished.append((request, response[sent:]))
+        rest = request.send_now(response)
+        if rest:
+            self._unfinished.append((request, rest))
             return False
         return True
 
@@ -201,7 +223,7 @@ class ParkingLot:
             return
         memo: dict = {}
         for request in list(parked):
-            if not request.done and (response := request.answer(delivery, memo)) is not None:
+            if not request.done and (response := request.respond(delivery, memo)) is not None:
                 if self._write(request, response, write):
                     written.append(request)
 
@@ -224,20 +246,26 @@ class ParkingLot:
                     log.exception("%d expired parked requests not answered", len(due))
 
     def _finish_and_write(self, requests: list[Parked], reason: str) -> None:
-        by_kind: dict[type[Parked], list[Parked]] = {}
+        by_kind: dict[type, list[Parked]] = {}
         for request in requests:
             if not request.done:
-                by_kind.setdefault(type(request), []).append(request)
-        for kind, group in by_kind.items():
+                by_kind.setdefault(type(request.held), []).append(request)
+        for group in by_kind.values():
             written = []
             # finish() reads the database: meanwhile the writer may have answered some.
-            for request, response in zip(group, kind.finish(group, reason), strict=True):
+            for request, response in zip(group, self._finished(group, reason), strict=True):
                 if not request.done:
                     self._write(request, response)
                     written.append(request)
             self._after_writes(written)
 
-    def _write(self, request: Parked, response: bytes, write=None) -> bool:
+    def _finished(self, requests: list[Parked], reason: str) -> list:
+        """What to write to requests of one kind of Held that are finished for `reason`."""
+        with self._context():
+            bodies = type(requests[0].held).finish([r.held for r in requests], reason)
+        return [r.encode(body, {}) for r, body in zip(requests, bodies, strict=True)]
+
+    def _write(self, request: Parked, response, write=None) -> bool:
         """Write and close, with `write` when given (see _write_at_once); True once done.
         The bookkeeping (`written`) comes after the whole batch, so the last of many
         waiters of one delivery is not kept waiting for the others' logs."""
@@ -252,29 +280,25 @@ class ParkingLot:
         if write is None:
             self._send_and_close(request, response)
         elif write(request, response):
-            self._send_and_close(request, b"")
+            self._send_and_close(request, None)
         else:
             return False  # the writer sends the rest and closes
         return True
 
     @staticmethod
-    def _send_and_close(request: Parked, data: bytes) -> None:
+    def _send_and_close(request: Parked, data) -> None:
         try:
-            if data:
-                request.sock.sendall(data)
-        except OSError:
-            pass  # the client left; nothing to tell it
+            request.send_and_close(data)
         finally:
             request.written_at = time.monotonic()
-            request.sock.close()
-            request.sock = None
 
     def _after_writes(self, requests: list[Parked]) -> None:
         for request in requests:
             try:
-                request.written()
+                request.held.close(request.written_at)
             except Exception:
                 log.exception("after writing a parked response")
+            request.held = None  # the deadline heap may keep the request a while longer
         if self.count == 0:
             self._emptied.set()
         # Answered requests leave the deadline heap when their deadline comes: under a steady

@@ -29,6 +29,8 @@ def routed(app) -> dict[str, set[str]]:
         # <order_id> and <converter:name> become {order_id} / {name}.
         path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
         routes.setdefault(path, set()).update(set(rule.methods) - AUTOMATIC)
+    for path, methods in app.extensions["plain_routes"].templates().items():
+        routes.setdefault(path, set()).update(methods)
     return routes
 
 

@@ -14,6 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from app import server
 from tests.support import servers
 from tests.support.helpers import auth, create_order
 from tests.support.live import create, parked, pay
@@ -195,22 +196,22 @@ def test_a_worker_out_of_file_descriptors_answers_503_and_holds_nothing(make_app
     app = make_app(WAITS_OPENING_AT_ONCE=1, WAITS_PER_CLIENT=1)
     client = app.test_client()
     order = create_order(client)
-    turns = app.extensions["wait_openings"]
+    longpolls = app.extensions["longpolls"]
+    turns = longpolls.queue.turns
     if queueing:
         turns.acquire()  # every turn taken: the wait would queue
     try:
-        answer = client.get(
-            f"/api/orders/{order['orderId']}/wait?timeout=5000&since=1",
-            headers=auth(order),
-            environ_overrides={"gunicorn.socket": NoDescriptorLeft()},
-        )
+        with server.serving(NoDescriptorLeft()):  # as the worker lends its socket
+            answer = client.get(
+                f"/api/orders/{order['orderId']}/wait?timeout=5000&since=1", headers=auth(order)
+            )
     finally:
         if queueing:
             turns.release()
     assert answer.status_code == 503
     assert answer.get_json()["error"] == "too many connections held, retry shortly"
     assert answer.headers["Retry-After"] == "5"
-    assert len(app.extensions["wait_queue"]) == 0
+    assert len(longpolls.queue) == 0
     assert app.extensions["hub"].stats()["waiters"] == 0
     assert not turns.locked()
     # Nothing of it is held: the client's one wait slot is free, so the next wait is served.

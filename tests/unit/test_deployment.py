@@ -96,7 +96,7 @@ def test_gunicorn_settings_hold_ten_thousand_waits_per_worker():
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     ).stdout
     settings = yaml.safe_load(out)
-    assert settings["worker_class"] == "gevent"
+    assert settings["worker_class"] == "app.server.Worker"  # gevent's, see test_server.py
     assert settings["worker_connections"] >= 10_000
     assert settings["timeout"] * 1000 > Waits.longpoll_max_timeout_ms
     assert settings["bind"] == "0.0.0.0:9123"

@@ -6,17 +6,18 @@ import time
 import gevent
 import pytest
 
-from app.realtime.parking import Parked, ParkingLot
+from app.realtime.longpoll import OnSocket
+from app.realtime.parking import ParkingLot
 from tests.support.servers import eventually
 
 
-class Answering(Parked):
-    """A parked request that answers any delivery with `response` and notes who wrote it."""
+class Answering:
+    """A held request that answers any delivery with `response` and notes who answered it
+    and how often its bookkeeping ran."""
 
-    __slots__ = ("response", "answered_in", "recorded")
-
-    def __init__(self, sock, channel: str, response: bytes):
-        super().__init__(sock, channel, time.monotonic() + 30)
+    def __init__(self, channel: str, response: bytes):
+        self.channel = channel
+        self.deadline = time.monotonic() + 30
         self.response = response
         self.answered_in = None
         self.recorded = 0
@@ -25,12 +26,21 @@ class Answering(Parked):
         self.answered_in = gevent.getcurrent()
         return self.response
 
-    def written(self):
+    @staticmethod
+    def finish(held, reason):
+        return [reason.encode()] * len(held)
+
+    def close(self, written_at=None):
         self.recorded += 1
 
-    @classmethod
-    def finish(cls, requests, reason):
-        return [reason.encode()] * len(requests)
+
+class Raw(OnSocket):
+    """On a socket, writing the held request's answer as it is (no HTTP around it)."""
+
+    __slots__ = ()
+
+    def encode(self, body, memo):
+        return body
 
 
 @pytest.fixture
@@ -42,11 +52,12 @@ def lot(make_hub, redis_url, redis_client):
     lot.stop()
 
 
-def park(lot: ParkingLot, channel: str, response: bytes) -> tuple[socket.socket, Answering]:
+def park(lot: ParkingLot, channel: str, response: bytes) -> tuple[socket.socket, Raw, Answering]:
     client, server = socket.socketpair()
-    request = Answering(server, channel, response)
+    held = Answering(channel, response)
+    request = Raw(held, server, "HTTP/1.1", ())
     assert lot.park(request, lot._hub.watch(channel)) is None
-    return client, request
+    return client, request, held
 
 
 def read_all(client: socket.socket, timeout: float = 5.0) -> bytes:
@@ -59,33 +70,33 @@ def read_all(client: socket.socket, timeout: float = 5.0) -> bytes:
 
 
 def test_an_answer_is_written_by_the_hub_as_it_reads_the_delivery(lot, redis_client):
-    client, request = park(lot, "parking:small", b"answer")
+    client, request, held = park(lot, "parking:small", b"answer")
     redis_client.publish("parking:small", "news")
 
     assert read_all(client) == b"answer"
-    assert request.answered_in is not lot._writer  # not queued for the writer greenlet
+    assert held.answered_in is not lot._writer  # not queued for the writer greenlet
     assert request.written_at is not None
-    eventually(lambda: request.recorded == 1, message="bookkeeping by the writer")
+    eventually(lambda: held.recorded == 1, message="bookkeeping by the writer")
     assert lot.count == 0
 
 
 def test_an_answer_the_socket_does_not_take_at_once_is_finished_by_the_writer(lot, redis_client):
     """Larger than the socket buffers: the hub sends what fits, the writer the rest."""
     big = bytes(range(256)) * (16 * 1024)  # 4 MiB
-    client, request = park(lot, "parking:big", big)
+    client, request, held = park(lot, "parking:big", big)
     redis_client.publish("parking:big", "news")
 
     eventually(lambda: request.done, message="answered")
     gevent.sleep(0.2)  # the client reads only now: the rest waits in the lot
-    assert request.recorded == 0
+    assert held.recorded == 0
     assert read_all(client) == big
-    eventually(lambda: request.recorded == 1, message="bookkeeping once written")
+    eventually(lambda: held.recorded == 1, message="bookkeeping once written")
     assert lot.count == 0
 
 
 def test_a_client_gone_before_its_answer_is_no_trouble_for_the_others(lot, redis_client):
-    gone, first = park(lot, "parking:gone", b"first")
-    client, second = park(lot, "parking:gone", b"second")
+    gone, _, first = park(lot, "parking:gone", b"first")
+    client, _, second = park(lot, "parking:gone", b"second")
     gone.close()
     redis_client.publish("parking:gone", "news")
 

@@ -1,0 +1,108 @@
+"""The gunicorn worker: gevent's, plus what a held request needs from the server.
+
+`gunicorn.conf.py` names this class as its `worker_class`. Everything the application needs
+from gunicorn is here, through the worker's own overridable methods, verified on gunicorn
+27.0 (requirements.txt pins it; tests/unit/test_server.py fails when these change):
+
+- `handle_request(listener_name, req, sock, addr)` runs one request in the connection's
+  greenlet. Around it, the client's socket is made available to the application as a
+  `ClientConnection` (a context variable: greenlets each have their own).
+- `is_already_handled(respiter)`: a request the application answers later on its own copy
+  of the socket (a parked long poll) returns `HANDED_OVER`; gunicorn then writes nothing,
+  and the connection ends as gunicorn ends one that must close (StopIteration out of
+  `handle_request`, which `AsyncWorker.handle` takes as "close this connection").
+- `handle_exit` (SIGTERM: stop, and HUP/USR2 reloads): held requests are answered and
+  streams ended at once, then gunicorn stops as usual; before the process ends, what the
+  application holds outside gunicorn's requests gets the rest of the graceful timeout.
+
+Importing this module loads no part of the application (gunicorn's master imports it).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker
+
+from app.lifecycle import Lifecycle
+
+# gunicorn releases (major, minor) this module was verified on; requirements.txt pins one.
+VERIFIED_GUNICORN = {(27, 0)}
+
+# What the application returns for a request it took over.
+HANDED_OVER = ["handed over"]
+
+
+class NoDescriptorLeft(Exception):
+    """The worker is out of file descriptors (its open-files limit): nothing can be held."""
+
+
+class ClientConnection:
+    """The client's socket of the request being served, for an application that answers it
+    later by itself."""
+
+    __slots__ = ("_sock", "handed_over")
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.handed_over = False  # the application returned HANDED_OVER
+
+    def take(self):
+        """A copy of the client's socket, the application's to write and close. A request
+        that keeps it returns HANDED_OVER."""
+        try:
+            return self._sock.dup()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise NoDescriptorLeft from None
+            raise
+
+
+_current: ContextVar[ClientConnection | None] = ContextVar("client_connection", default=None)
+
+
+def client_connection() -> ClientConnection | None:
+    """The connection of the request being served; None outside this worker (the test
+    client, another WSGI server)."""
+    return _current.get()
+
+
+@contextmanager
+def serving(sock) -> Iterator[ClientConnection]:
+    """Make `sock` the connection of the request served inside."""
+    connection = ClientConnection(sock)
+    token = _current.set(connection)
+    try:
+        yield connection
+    finally:
+        _current.reset(token)
+
+
+class Worker(GeventWorker):
+    def handle_request(self, listener_name, req, sock, addr):
+        with serving(sock) as connection:
+            super().handle_request(listener_name, req, sock, addr)
+        if connection.handed_over:
+            raise StopIteration  # gunicorn closes its socket; the application has a copy
+
+    def is_already_handled(self, respiter) -> bool:
+        if respiter is HANDED_OVER:
+            _current.get().handed_over = True
+            return True
+        return super().is_already_handled(respiter)
+
+    def run(self):
+        lifecycle = Lifecycle.of(self.wsgi)
+        lifecycle.start()
+        super().run()  # until stopped, and gunicorn's own requests are done
+        lifecycle.wait_drained(time.monotonic() + self.cfg.graceful_timeout)
+
+    def handle_exit(self, sig, frame):
+        # A signal handler must not block or switch greenlets: the drain runs in its own.
+        gevent.spawn(Lifecycle.of(self.wsgi).drain)
+        super().handle_exit(sig, frame)

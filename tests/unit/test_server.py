@@ -1,0 +1,69 @@
+"""The gunicorn adapter (app/server.py): the worker methods it builds on are still there and
+still behave as it needs; a new gunicorn that changes them fails here first."""
+
+import errno
+import inspect
+import socket
+
+import gunicorn
+import pytest
+from gunicorn.workers.base_async import AsyncWorker
+from gunicorn.workers.ggevent import GeventWorker
+
+from app import server
+
+
+def test_gunicorn_is_a_verified_release():
+    major, minor, *_ = (int(part) for part in gunicorn.__version__.split("."))
+    assert (major, minor) in server.VERIFIED_GUNICORN, gunicorn.__version__
+
+
+def test_the_worker_methods_it_overrides_keep_their_shape():
+    assert issubclass(server.Worker, GeventWorker)
+    assert list(inspect.signature(GeventWorker.handle_request).parameters) == [
+        "self",
+        "listener_name",
+        "req",
+        "sock",
+        "addr",
+    ]
+    assert list(inspect.signature(AsyncWorker.is_already_handled).parameters) == [
+        "self",
+        "respiter",
+    ]
+    assert list(inspect.signature(GeventWorker.handle_exit).parameters) == ["self", "sig", "frame"]
+    # A request that took the connection over raises StopIteration out of handle_request:
+    # handle() must take it as "close this connection", as it does for its own.
+    assert "except StopIteration" in inspect.getsource(AsyncWorker.handle)
+    # handle_request asks is_already_handled about the application's answer.
+    assert "self.is_already_handled(respiter)" in inspect.getsource(AsyncWorker.handle_request)
+
+
+def test_only_a_handed_over_answer_is_already_handled():
+    worker = server.Worker.__new__(server.Worker)
+    with server.serving(socket.socket()) as connection:
+        assert not worker.is_already_handled([b"an answer"])
+        assert not connection.handed_over
+        assert worker.is_already_handled(server.HANDED_OVER)
+        assert connection.handed_over
+    assert server.client_connection() is None
+
+
+def test_taking_the_connection_is_a_socket_of_the_applications_own():
+    left, right = socket.socketpair()
+    with server.serving(right):
+        copy = server.client_connection().take()
+    right.close()  # the server closes its own: the copy still reaches the client
+    copy.sendall(b"answer")
+    copy.close()
+    assert left.recv(16) == b"answer"
+    left.close()
+
+
+def test_a_worker_out_of_descriptors_is_told_apart():
+    class NoDescriptorLeft:
+        def dup(self):
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    with server.serving(NoDescriptorLeft()), pytest.raises(server.NoDescriptorLeft):
+        server.client_connection().take()
