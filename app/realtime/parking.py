@@ -27,12 +27,15 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import gevent
 from gevent.event import Event
 
 from .hub import SHUTDOWN, Delivery, Handler, Hub, Watch
+
+if TYPE_CHECKING:
+    from .longpoll import Parked
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +59,6 @@ class Held(Protocol):
 
     def close(self, written_at: float | None = None) -> None:
         """Give back what it holds, and count its answer if it had one."""
-
-
-class Parked:
-    """One parked request: what is held, and how its answer reaches the client (subclasses:
-    app/realtime/longpoll.py)."""
-
-    __slots__ = ("held", "channel", "deadline", "done", "written_at")
-
-    def __init__(self, held: Held):
-        self.held = held
-        self.channel = held.channel
-        self.deadline = held.deadline
-        self.done = False
-        self.written_at: float | None = None  # time.monotonic() once the response is out
-
-    def encode(self, body: dict, memo: dict):
-        """What to write for `body`; `memo` as in Held.answer."""
-        raise NotImplementedError
-
-    def send_now(self, data):
-        """Write what the client takes without waiting: the rest (empty when none, or the
-        client is gone)."""
-        raise NotImplementedError
-
-    def send_and_close(self, data) -> None:
-        """Write all of `data` (waiting as long as it takes) and let go of the client."""
-        raise NotImplementedError
-
-    def respond(self, delivery: Delivery, memo: dict):
-        body = self.held.answer(delivery, memo)
-        return None if body is None else self.encode(body, memo)
 
 
 class ParkingLot:
