@@ -102,7 +102,7 @@ def invalidate_with_older(engine: Engine, pooled, exc: BaseException) -> None:
     As SQLAlchemy does on a disconnect: the server went away, so every connection opened
     before this one is stale too; the pool replaces them at checkout. The project's one use
     of a private SQLAlchemy API, Pool._invalidate, verified on SQLAlchemy 2.1.9;
-    tests/test_sqlalchemy_adapter.py fails if it changes.
+    tests/unit/test_sqlalchemy_adapter.py fails if it changes.
     """
     engine.pool._invalidate(pooled, exc)
 

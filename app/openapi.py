@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the whole HTTP API, served at `GET /openapi.json`.
 
-`SPEC` describes every route the application registers (tests/test_openapi.py keeps it true
+`SPEC` describes every route the application registers (tests/api/test_openapi.py keeps it true
 against `app.url_map` in both directions). The request schemas mirror the validators in
 app/orders/schemas.py, app/payments/schemas.py and app/validation.py; the real validators
 also trim surrounding whitespace before checking lengths and patterns, which JSON Schema

@@ -2,7 +2,7 @@
 
 Verified on every redis-py release from 8.0.0 to 8.2.0 (8.0.0, 8.0.1, 8.1.0, 8.2.0) with
 hiredis 3.5.0 (VERIFIED_REDIS_PY below); the project pins 8.1.0.
-tests/test_redis_adapter.py fails when an internal used here changes.
+tests/unit/test_redis_adapter.py fails when an internal used here changes.
 
 What is used, and why:
 - `conn._sock` and hiredis's Reader at `conn._parser._reader` (`has_data()`): to wait for a
