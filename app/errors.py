@@ -2,7 +2,6 @@
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from werkzeug.exceptions import HTTPException
 
 # What the database raises when it is down, unreachable or out of connections.
 DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeoutError)
@@ -43,17 +42,3 @@ class TooManyRequests(ApiError):
 
 class ServiceUnavailable(ApiError):
     status = 503
-
-
-def register_error_handlers(app) -> None:
-    """Flask's errors answered by the one response policy (app/responses.py)."""
-    from flask import Response, request
-
-    from app.responses import error_response
-
-    def answer(err):
-        policy = error_response(err, f"{request.method} {request.path}")
-        return Response(policy.body, policy.status, policy.headers)
-
-    for kind in (ApiError, HTTPException, *DATABASE_DOWN):
-        app.register_error_handler(kind, answer)

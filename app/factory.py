@@ -73,6 +73,6 @@ def build_wsgi_chain(app: Flask) -> None:
 
 
 def register_error_handlers(app: Flask) -> None:
-    from app.errors import register_error_handlers as register
+    from app.responses import register_error_handlers as register
 
     register(app)

@@ -163,3 +163,15 @@ def finish_flask_response(response, cors: Cors, environ):
     for name, value in extra:
         response.headers.setdefault(name, value)
     return response
+
+
+def register_error_handlers(app) -> None:
+    """Flask's errors answered by the one response policy (app/responses.py)."""
+    from flask import Response, request
+
+    def answer(err):
+        policy = error_response(err, f"{request.method} {request.path}")
+        return Response(policy.body, policy.status, policy.headers)
+
+    for kind in (ApiError, HTTPException, *DATABASE_DOWN):
+        app.register_error_handler(kind, answer)

@@ -84,6 +84,8 @@ class Wait:
         if time.monotonic() >= self.deadline:  # timeout=0, or it queued that long: as of now
             return self._answered(answer_body(current, self.since, TIMEOUT))
         self.slots = limits.take_wait_slots(self.client, self.order_id)
+        # Held from here on, by the thousand: keep nothing it no longer needs.
+        self.token = self.client = None
         # While held, keep what we know as one string: a held wait's memory is mostly what
         # it keeps alive.
         self.known = events.encode(current)

@@ -28,44 +28,15 @@ from app.errors import ServiceUnavailable
 from app.responses import Headers, Response, error_response, json_response
 from app.server import HANDED_OVER, NoDescriptorLeft, client_connection
 
-from .hub import Delivery, Hub
-from .parking import Held, ParkingLot
+from .held import Held, Parked
+from .hub import Hub
+from .parking import ParkingLot
 from .turns import TurnQueue
 
 RETRY_AFTER_S = 5
 # A queued answer is a few hundred bytes into an idle socket; a client that takes none of
 # it within this long has gone.
 WRITE_TIMEOUT_S = 5.0
-
-
-class Parked:
-    """One parked request: what is held, and how its answer reaches the client."""
-
-    __slots__ = ("held", "channel", "deadline", "done", "written_at")
-
-    def __init__(self, held: Held):
-        self.held = held
-        self.channel = held.channel
-        self.deadline = held.deadline
-        self.done = False
-        self.written_at: float | None = None  # time.monotonic() once the response is out
-
-    def encode(self, body: dict, memo: dict):
-        """What to write for `body`; `memo` as in Held.answer."""
-        raise NotImplementedError
-
-    def send_now(self, data):
-        """Write what the client takes without waiting: the rest (empty when none, or the
-        client is gone)."""
-        raise NotImplementedError
-
-    def send_and_close(self, data) -> None:
-        """Write all of `data` (waiting as long as it takes) and let go of the client."""
-        raise NotImplementedError
-
-    def respond(self, delivery: Delivery, memo: dict):
-        body = self.held.answer(delivery, memo)
-        return None if body is None else self.encode(body, memo)
 
 
 class OnSocket(Parked):

@@ -27,38 +27,16 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Protocol
 
 import gevent
 from gevent.event import Event
 
+from .held import Parked
 from .hub import SHUTDOWN, Delivery, Handler, Hub, Watch
-
-if TYPE_CHECKING:
-    from .longpoll import Parked
 
 log = logging.getLogger(__name__)
 
 TIMEOUT = "timeout"
-
-
-class Held(Protocol):
-    """What is held: a feature's request, answered by a delivery or at its deadline."""
-
-    channel: str
-    deadline: float  # time.monotonic()
-
-    def answer(self, delivery: Delivery, memo: dict) -> dict | None:
-        """The answer body if `delivery` answers it, else None. `memo` is shared by every
-        request the delivery is offered to: decode or build once there."""
-
-    @staticmethod
-    def finish(held: list, reason: str) -> list[dict]:
-        """The answer bodies, in order, of requests whose deadline passed (TIMEOUT) or whose
-        worker stops (SHUTDOWN): one call for many, so their state is read in one go."""
-
-    def close(self, written_at: float | None = None) -> None:
-        """Give back what it holds, and count its answer if it had one."""
 
 
 class ParkingLot:
@@ -88,7 +66,7 @@ class ParkingLot:
             watch.close()
             return self._finished([request], SHUTDOWN)[0]
         self._ensure_running()
-        channel = request.channel
+        channel = request.channel = watch.channel
         if channel not in self._handlers:
             # The watch holds the subscription, so no command is sent here.
             self._handlers[channel] = self._hub.add_handler(
