@@ -96,6 +96,11 @@ class DriverStatement:
         return None if found is None else self._row(*found)
 
 
+# SQLAlchemy releases (major, minor) invalidate_with_older was verified on; requirements.txt
+# pins one, and tests/unit/test_sqlalchemy_adapter.py fails on any other.
+VERIFIED_SQLALCHEMY = {(2, 1)}
+
+
 def invalidate_with_older(engine: Engine, pooled, exc: BaseException) -> None:
     """Invalidate `pooled` and every pooled connection opened before it.
 

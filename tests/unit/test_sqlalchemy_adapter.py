@@ -6,11 +6,12 @@ changed under invalidate_with_older; re-verify it before moving the pin in requi
 import inspect
 
 import pytest
+import sqlalchemy
 from sqlalchemy import create_engine
 from sqlalchemy.pool import Pool
 
 from app.config import normalize_database_url
-from app.driver_statement import invalidate_with_older
+from app.driver_statement import VERIFIED_SQLALCHEMY, invalidate_with_older
 
 
 def backend_pid(pooled) -> int:
@@ -27,6 +28,11 @@ def two_connections(pg_url):
     engine = create_engine(normalize_database_url(pg_url), pool_size=2, max_overflow=0)
     yield engine
     engine.dispose()
+
+
+def test_sqlalchemy_is_a_verified_release():
+    major, minor, *_ = (int(part) for part in sqlalchemy.__version__.split(".")[:2])
+    assert (major, minor) in VERIFIED_SQLALCHEMY, sqlalchemy.__version__
 
 
 def test_pool_invalidate_keeps_its_signature():
