@@ -16,10 +16,11 @@ def create_app(config_class: type = Config, **overrides) -> Flask:
     configure(app, overrides)  # the environment is read here, once; overrides win
     configure_logging(app)
     configure_database_url(app)
-    register_extensions(app)
+    cors = Cors(app.config["CORS_ORIGINS"])  # one policy for Flask's answers and the plain routes
+    register_extensions(app, cors)
     register_blueprints(app)
     register_error_handlers(app)
-    build_wsgi_chain(app)
+    build_wsgi_chain(app, cors)
     return app
 
 
@@ -29,7 +30,7 @@ def configure_logging(app: Flask) -> None:
     logs.configure(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
 
 
-def register_extensions(app: Flask) -> None:
+def register_extensions(app: Flask, cors: Cors) -> None:
     from app import migrations_cli, ratelimit, realtime, security
     from app.extensions import db, redis_store
 
@@ -37,7 +38,7 @@ def register_extensions(app: Flask) -> None:
     migrations_cli.init_app(app)
     redis_store.init_app(app)
     realtime.init_app(app)
-    security.init_app(app, Cors(app.config["CORS_ORIGINS"]))
+    security.init_app(app, cors)
     ratelimit.init_app(app)
     add_engine_events(app)
 
@@ -55,7 +56,7 @@ def register_blueprints(app: Flask) -> None:
     openapi.init_app(app)
 
 
-def build_wsgi_chain(app: Flask) -> None:
+def build_wsgi_chain(app: Flask, cors: Cors) -> None:
     """The WSGI chain, outermost first: the proxy headers (when behind proxies), then the
     plain routes (waits and the webhook, app/plain_wsgi.py), then Flask."""
     from app.orders.routes import wait
@@ -65,7 +66,7 @@ def build_wsgi_chain(app: Flask) -> None:
         app,
         [wait, callback],
         app.wsgi_app,
-        Cors(app.config["CORS_ORIGINS"]),
+        cors,
         app.extensions["longpolls"],
     )
     app.extensions["plain_routes"] = plain

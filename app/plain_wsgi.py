@@ -29,9 +29,9 @@ class PlainRoute:
     template: str  # "/api/orders/{order_id}/wait": the path as the OpenAPI document has it
     handler: Callable  # handler(environ, **path_parameters) -> Response | Held
 
-    @property
-    def pattern(self) -> re.Pattern:
-        return re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template))
+
+def _pattern(template: str) -> re.Pattern:
+    return re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template))
 
 
 def plain_route(method: str, template: str):
@@ -51,38 +51,37 @@ class PlainRoutes:
         self.next_app = next_app
         self.cors = cors
         self.longpolls = longpolls
-        self._paths: list[tuple[re.Pattern, dict[str, PlainRoute]]] = []
+        by_template: dict[str, dict[str, PlainRoute]] = {}
         for route in routes:
-            for pattern, methods in self._paths:
-                if pattern.pattern == route.pattern.pattern:
-                    methods[route.method] = route
-                    break
-            else:
-                self._paths.append((route.pattern, {route.method: route}))
+            by_template.setdefault(route.template, {})[route.method] = route
+        # Per path: its pattern, its routes by method, and what its Allow header says.
+        self._paths = [
+            (_pattern(template), methods, ", ".join(sorted({*methods, "OPTIONS"})))
+            for template, methods in by_template.items()
+        ]
 
     def templates(self) -> dict[str, set[str]]:
         """Path (OpenAPI form) -> the methods routed here."""
-        return {next(iter(methods.values())).template: set(methods) for _, methods in self._paths}
+        return {next(iter(m.values())).template: set(m) for _, m, _ in self._paths}
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
-        for pattern, methods in self._paths:
+        for pattern, methods, allowed in self._paths:
             if (match := pattern.fullmatch(path)) is not None:
-                return self._serve(environ, start_response, match, methods)
+                return self._serve(environ, start_response, match, methods, allowed)
         return self.next_app(environ, start_response)
 
-    def _serve(self, environ, start_response, match: re.Match, methods: dict[str, PlainRoute]):
+    def _serve(self, environ, start_response, match: re.Match, methods: dict, allowed: str):
         headers = self.cors.headers(environ)
         method = environ["REQUEST_METHOD"]
-        allowed = sorted({*methods, "OPTIONS"})
         if method == "OPTIONS":
-            extra = (("Allow", ", ".join(allowed)), ("Content-Length", "0"), *headers)
+            extra = (("Allow", allowed), ("Content-Length", "0"), *headers)
             return Response(200, extra, b"").start(start_response)
         route = methods.get(method)
         with self.app.app_context():
             try:
                 if route is None:
-                    raise MethodNotAllowed(valid_methods=allowed)
+                    raise MethodNotAllowed(valid_methods=allowed.split(", "))
                 answer = route.handler(environ, **match.groupdict())
                 if not isinstance(answer, Response):
                     return self.longpolls.serve(answer, environ, start_response, headers)
