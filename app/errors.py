@@ -17,7 +17,18 @@ class ApiError(Exception):
 
 
 class ValidationError(ApiError):
+    """Bad input. `fields` lists every (field, message) found wrong, so a form can show them
+    all; `message` says them in one line."""
+
     status = 400
+
+    def __init__(self, message: str, *, fields: list[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.fields = list(fields)
+
+    @classmethod
+    def of_fields(cls, fields: list[tuple[str, str]]) -> "ValidationError":
+        return cls("; ".join(f"{field} {message}" for field, message in fields), fields=fields)
 
 
 class Unauthorized(ApiError):

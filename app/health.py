@@ -2,18 +2,43 @@
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import gevent
 from flask import Blueprint, current_app, jsonify
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from app.extensions import db, redis_store
 from app.logs import first_line
 from app.realtime import current_hub
 
 bp = Blueprint("health", __name__)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Check(BaseModel):
+    status: Literal["ok", "down"]
+    latencyMs: float
+    error: str | None = None
+
+
+class Checks(BaseModel):
+    database: Literal["ok", "down"]
+    redis: Literal["ok", "down"]
+    pubsub: Literal["connected", "database-polling"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    checks: Checks
+    detail: dict[str, Check] = Field(description="Each check's latency, and its error if any.")
+    hub: dict = {}
 
 
 @bp.get("/healthz")
@@ -44,6 +69,18 @@ def readyz():
 
 
 def _ping_database() -> None:
+    """A pooled connection the server dropped fails once and is thrown away with the pool:
+    the check is tried again on a new connection, so it tells the database's state now
+    (refused, say), not the fate of a connection opened before."""
+    try:
+        _select_one()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        _select_one()
+
+
+def _select_one() -> None:
     try:
         db.session.execute(text("SELECT 1"))
     except gevent.Timeout:

@@ -1,72 +1,115 @@
-"""The OpenAPI 3.1 description of the whole HTTP API, served at `GET /openapi.json`.
+"""The OpenAPI 3.1 document of the whole HTTP API, served at `GET /openapi.json`.
 
-`SPEC` describes every route the application registers (tests/api/test_openapi.py keeps it true
-against `app.url_map` in both directions). The request schemas mirror the validators in
-app/orders/schemas.py, app/payments/schemas.py and app/validation.py; the real validators
-also trim surrounding whitespace before checking lengths and patterns, which JSON Schema
-cannot say, so the documented forms are the canonical ones.
+The schemas are generated from the models the endpoints validate with and answer by
+(pydantic's JSON Schema). What is written here is what no model says: the paths, their
+parameters and status codes, the security schemes, the links from a created order to its
+endpoints, and the events the streams carry. tests/api/test_openapi.py keeps the paths true
+against the app's routes in both directions; the contract test (tests/live/test_contract.py)
+runs schemathesis against a live server.
 
 Operations marked `x-dev-only` exist only on apps with DEV_SIMULATE_PROVIDER set;
-`spec_for(app)` leaves them out elsewhere.
+`document(app)` leaves them out elsewhere.
 """
 
 import copy
+from functools import cache
 
 from flask import Blueprint, current_app, jsonify
+from pydantic.json_schema import models_json_schema
+
+from app import validation
+from app.admin.schemas import RealtimeStats, Stats
+from app.health import Health, Readiness
+from app.orders.schemas import CreatedOrder, NewOrder, Order, WaitAnswer, WaitQuery
+from app.pages.simulate import SimulateRequest
+from app.payments.schemas import CallbackBody, CallbackOutcome
+from app.responses import DEFAULT_RETRY_AFTER, ErrorBody
 
 JSON = "application/json"
-HTML = "text/html"
-SSE = "text/event-stream"
 DEV_ONLY = "x-dev-only"
+REF = "#/components/schemas/{model}"
+
+# (model, the direction it is used in): requests are validated, answers serialized.
+MODELS = [
+    (NewOrder, "validation"),
+    (CallbackBody, "validation"),
+    (SimulateRequest, "validation"),
+    (Order, "serialization"),
+    (CreatedOrder, "serialization"),
+    (WaitAnswer, "serialization"),
+    (CallbackOutcome, "serialization"),
+    (Stats, "serialization"),
+    (RealtimeStats, "serialization"),
+    (Readiness, "serialization"),
+    (Health, "serialization"),
+    (ErrorBody, "serialization"),
+]
 
 bp = Blueprint("openapi", __name__)
 
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
+def schemas() -> dict:
+    """components.schemas, generated from MODELS."""
+    _, generated = models_json_schema(MODELS, ref_template=REF)
+    return generated["$defs"]
 
 
-def _response(name: str) -> dict:
-    return {"$ref": f"#/components/responses/{name}"}
+def ref(model) -> dict:
+    return {"$ref": REF.format(model=model.__name__)}
 
 
-def _json(description: str, schema: dict) -> dict:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+def json_body(description: str, model, **extra) -> dict:
+    return {"description": description, "content": {JSON: {"schema": ref(model)}}, **extra}
 
 
-def _html(description: str) -> dict:
-    return {"description": description, "content": {HTML: {"schema": {"type": "string"}}}}
+# -- errors ----------------------------------------------------------------------------------
 
-
-def _stream(description: str) -> dict:
-    return {"description": description, "content": {SSE: {"schema": {"type": "string"}}}}
-
-
-def _errors(*codes: int) -> dict:
-    return {str(code): _response(ERROR_RESPONSES[code][0]) for code in codes}
-
-
-# status -> (components.responses name, description)
-ERROR_RESPONSES = {
-    400: ("BadRequest", "Malformed input: the error names the field."),
-    401: ("Unauthorized", "Missing credentials (token, or webhook signature)."),
-    403: ("Forbidden", "The token is not an admin token."),
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": f"Seconds to wait before retrying ({DEFAULT_RETRY_AFTER} unless said).",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+ALLOW = {
+    "Allow": {
+        "description": "The methods the path has.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+# status -> (components.responses name, description, headers)
+ERRORS = {
+    400: ("BadRequest", "Malformed input: `errors` names every wrong field.", {}),
+    401: ("Unauthorized", "Missing credentials (token, or webhook signature).", {}),
+    403: ("Forbidden", "The token is not an admin token.", {}),
     404: (
         "NotFound",
-        "Unknown order, or a token that does not open it: the two look the same.",
+        "Unknown order, or a token that does not open it: the two look the same, so that "
+        "no one learns which order ids exist.",
+        {},
     ),
-    405: ("MethodNotAllowed", "The path exists but not with this method."),
-    413: ("PayloadTooLarge", "The request body is larger than the server accepts."),
-    415: ("UnsupportedMediaType", "The request body is not application/json."),
+    405: ("MethodNotAllowed", "The path exists but not with this method.", ALLOW),
+    413: ("PayloadTooLarge", "The request body is larger than MAX_BODY_BYTES.", {}),
+    415: ("UnsupportedMediaType", "The request body is not application/json.", {}),
     429: (
         "TooManyRequests",
         "Rate limited, or (admin streams) every stream slot of the token is taken.",
+        RETRY_AFTER,
     ),
     503: (
         "ServiceUnavailable",
-        "The database is unavailable: retry shortly (a provider retries its webhook).",
+        "The database is unavailable, or the worker holds all it can: retry after a while.",
+        RETRY_AFTER,
     ),
 }
+
+
+def errors(*codes: int) -> dict:
+    return {str(code): {"$ref": f"#/components/responses/{ERRORS[code][0]}"} for code in codes}
+
+
+# -- parameters and security -----------------------------------------------------------------
 
 ORDER_ID = {
     "name": "order_id",
@@ -75,630 +118,421 @@ ORDER_ID = {
     "description": "The order's id (a UUID). Anything else answers 404 like an unknown order.",
     "schema": {"type": "string"},
 }
-
-LAST_EVENT_ID_HEADER = {
-    "name": "Last-Event-ID",
-    "in": "header",
-    "required": False,
-    "description": "Sent by EventSource on reconnect: the id of the last event received.",
-    "schema": {"type": "string", "pattern": r"^\s*-?[0-9]{1,12}\s*$"},
+EVENT_ID = {"type": "string", "pattern": validation.EVENT_ID}
+LAST_EVENT_ID = [
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "description": "Sent by EventSource on reconnect: the id of the last event received.",
+        "schema": EVENT_ID,
+    },
+    {
+        "name": "lastEventId",
+        "in": "query",
+        "description": "The same as the Last-Event-ID header, for clients that cannot set it.",
+        "schema": EVENT_ID,
+    },
+]
+# The handshake's request headers (RFC 6455): a GET without them is a 400.
+WEBSOCKET_HANDSHAKE = [
+    {"name": name, "in": "header", "required": True, "schema": schema}
+    for name, schema in [
+        ("Upgrade", {"const": "websocket"}),
+        ("Connection", {"const": "Upgrade"}),
+        ("Sec-WebSocket-Version", {"const": "13"}),
+        ("Sec-WebSocket-Key", {"type": "string", "pattern": "^[A-Za-z0-9+/]{22}==$"}),
+    ]
+]
+ORDER_SECURITY = [{"orderBearer": []}, {"orderToken": []}]
+ADMIN_SECURITY = [{"adminBearer": []}, {"adminToken": []}]
+SECURITY_SCHEMES = {
+    "orderBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The order's accessToken. Missing: 401; wrong, or unknown order: 404 "
+        "(which of the two is not revealed).",
+    },
+    "orderToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "The order's accessToken as `?token=` (EventSource cannot set headers).",
+    },
+    "adminBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "One of ADMIN_TOKENS. Missing: 401; not an admin token: 403.",
+    },
+    "adminToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "One of ADMIN_TOKENS as `?token=`.",
+    },
 }
 
-LAST_EVENT_ID_QUERY = {
-    "name": "lastEventId",
-    "in": "query",
-    "required": False,
-    "description": "The same as the Last-Event-ID header, for clients that cannot set it.",
-    "schema": {"type": "string", "pattern": r"^\s*-?[0-9]{1,12}\s*$"},
-}
 
-ORDER_SECURITY = [{"orderBearer": []}, {"orderTokenQuery": []}]
-ADMIN_SECURITY = [{"adminBearer": []}, {"adminTokenQuery": []}]
-PUBLIC = []
-
-SCHEMAS = {
-    "Error": {
-        "type": "object",
-        "required": ["success", "error"],
-        "properties": {
-            "success": {"const": False},
-            "error": {"type": "string", "minLength": 1},
-        },
-    },
-    "Customer": {
-        "type": "object",
-        "required": ["email", "firstName", "lastName"],
-        "properties": {
-            "email": {
-                "type": "string",
-                "maxLength": 254,
-                "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
-            },
-            "firstName": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"\S"},
-            "lastName": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"\S"},
-        },
-    },
-    "NewOrder": {
-        "type": "object",
-        "required": ["amount", "customer"],
-        "properties": {
-            "amount": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "maximum": 10000000,
-                "multipleOf": 0.01,
-                "description": "Greater than 0, at most 10,000,000, at most 2 decimal places.",
-            },
-            "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "default": "KES"},
-            "ticketCount": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
-            "customer": _ref("Customer"),
-            "phone": {
-                "type": ["string", "null"],
-                "maxLength": 16,
-                "pattern": r"^\+?\d{9,15}$",
-            },
-        },
-    },
-    "Order": {
-        "type": "object",
-        "required": [
-            "orderId",
-            "orderNumber",
-            "paymentStatus",
-            "status",
-            "totalAmount",
-            "currency",
-            "ticketCount",
-            "customer",
-            "version",
-            "updatedAt",
-        ],
-        "properties": {
-            "orderId": {"type": "string", "format": "uuid"},
-            "orderNumber": {"type": "string"},
-            "paymentStatus": {
-                "type": "string",
-                "enum": ["processing", "completed", "failed", "cancelled", "expired"],
-            },
-            "status": {
-                "type": "string",
-                "enum": ["pending", "paid", "failed", "cancelled", "expired"],
-            },
-            "totalAmount": {"type": "number"},
-            "currency": {"type": "string"},
-            "ticketCount": {"type": "integer"},
-            "customer": _ref("Customer"),
-            "version": {"type": "integer", "minimum": 1},
-            "failureReason": {"type": ["string", "null"]},
-            "updatedAt": {"type": "string", "format": "date-time"},
-        },
-    },
-    "CreatedOrder": {
-        "allOf": [
-            _ref("Order"),
+def query_parameters(model) -> list[dict]:
+    """A query model's fields as OpenAPI parameters, each with its generated schema (a query
+    parameter is absent, never null: the null branch of an optional field is left out)."""
+    generated = model.model_json_schema(ref_template=REF)
+    required = set(generated.get("required", []))
+    parameters = []
+    for name, schema in copy.deepcopy(generated["properties"]).items():
+        description = schema.pop("description", "")
+        schema.pop("default", None)
+        schema.pop("title", None)
+        if "anyOf" in schema:
+            (schema,) = [branch for branch in schema.pop("anyOf") if branch != {"type": "null"}]
+        parameters.append(
             {
-                "type": "object",
-                "required": ["accessToken"],
-                "properties": {
-                    "accessToken": {
-                        "type": "string",
-                        "description": "The order token: shown once, needed for every read.",
-                    }
-                },
-            },
-        ]
-    },
-    "WaitAnswer": {
-        "allOf": [
-            _ref("Order"),
-            {
-                "type": "object",
-                "required": ["changed", "source"],
-                "properties": {
-                    "changed": {"type": "boolean"},
-                    "source": {
-                        "type": "string",
-                        "enum": ["cache", "db", "redis", "poll", "timeout"],
-                    },
-                },
-            },
-        ]
-    },
-    "Callback": {
-        "type": "object",
-        "description": "The PayHero STK callback. ResultCode 0: completed (paid); 1 or 1032: "
-        "cancelled; any other: failed. An Amount that differs from the order total never "
-        "marks the order paid.",
-        "required": ["response"],
-        "properties": {
-            "status": {"type": "boolean"},
-            "response": {
-                "type": "object",
-                "required": ["ResultCode", "ExternalReference"],
-                "properties": {
-                    "ResultCode": {
-                        "description": "A number, or a numeric string.",
-                        "oneOf": [
-                            {"type": "integer"},
-                            {"type": "string", "pattern": r"^\s*-?[0-9]{1,9}\s*$"},
-                        ],
-                    },
-                    "ExternalReference": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": 32,
-                        "pattern": r"\S",
-                        "description": "The orderNumber.",
-                    },
-                    "Amount": {
-                        "type": ["number", "null"],
-                        "exclusiveMinimum": 0,
-                        "maximum": 100000000,
-                        "multipleOf": 0.01,
-                        "description": "Required when ResultCode is 0.",
-                    },
-                    "MpesaReceiptNumber": {"type": ["string", "null"], "maxLength": 128},
-                    "CheckoutRequestID": {"type": ["string", "null"], "maxLength": 128},
-                    "MerchantRequestID": {"type": "string"},
-                    "Phone": {"type": "string"},
-                    "ResultDesc": {"type": "string"},
-                    "Status": {"type": "string"},
-                },
-                "if": {
-                    "properties": {"ResultCode": {"enum": [0, "0"]}},
-                    "required": ["ResultCode"],
-                },
-                "then": {
-                    "required": ["Amount"],
-                    "properties": {"Amount": {"type": "number"}},
-                },
-            },
-        },
-    },
-    "CallbackOutcome": {
-        "type": "object",
-        "required": [
-            "success",
-            "orderId",
-            "paymentStatus",
-            "status",
-            "version",
-            "changed",
-            "duplicate",
-        ],
-        "properties": {
-            "success": {"const": True},
-            "orderId": {"type": "string"},
-            "paymentStatus": {"type": "string"},
-            "status": {"type": "string"},
-            "version": {"type": "integer"},
-            "changed": {"type": "boolean", "description": "This delivery changed the order."},
-            "duplicate": {"type": "boolean", "description": "A repeat of the settled outcome."},
-            "reason": {"type": ["string", "null"]},
-        },
-    },
-    "SimulateRequest": {
-        "type": "object",
-        "required": ["outcome"],
-        "properties": {"outcome": {"type": "string", "enum": ["success", "cancel", "fail"]}},
-    },
-    "Stats": {
-        "type": "object",
-        "required": ["orders", "revenuePaid", "paymentsLastHour", "webhooks", "generatedAt"],
-        "properties": {
-            "orders": {
-                "type": "object",
-                "properties": {
-                    "byStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
-                    "total": {"type": "integer"},
-                },
-            },
-            "revenuePaid": {"type": "number"},
-            "paymentsLastHour": {"type": "integer"},
-            "meanSecondsToPay": {"type": ["number", "null"]},
-            "webhooks": {
-                "type": "object",
-                "properties": {
-                    "received": {"type": "integer"},
-                    "duplicated": {"type": "integer"},
-                    "rejected": {"type": "integer"},
-                },
-            },
-            "live": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "computations": {"type": ["integer", "null"]},
-            "generatedAt": {"type": "string"},
-            "mode": {"type": "string", "enum": ["pubsub", "db-poll"]},
-        },
-    },
-    "RealtimeStats": {
-        "type": "object",
-        "required": ["activeConnections", "redis", "connections"],
-        "properties": {
-            "worker": {"type": "string"},
-            "activeConnections": {"type": "integer"},
-            "byKind": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "redis": {
-                "type": "object",
-                "properties": {
-                    "channels": {"type": "integer"},
-                    "handlers": {"type": "integer"},
-                    "connected": {"type": "boolean"},
-                },
-            },
-            "connections": {"type": "array", "items": {"type": "object"}},
-            "totals": {"type": "object"},
-        },
-    },
-    "Readiness": {
-        "type": "object",
-        "required": ["status", "checks"],
-        "properties": {
-            "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
-            "checks": {
-                "type": "object",
-                "properties": {
-                    "database": {"type": "string", "enum": ["ok", "down"]},
-                    "redis": {"type": "string", "enum": ["ok", "down"]},
-                    "pubsub": {"type": "string", "enum": ["connected", "database-polling"]},
-                },
-            },
-            "detail": {
-                "type": "object",
-                "description": "Each check's latency, and its error when it failed.",
-                "additionalProperties": {
-                    "type": "object",
-                    "required": ["status", "latencyMs"],
-                    "properties": {
-                        "status": {"type": "string", "enum": ["ok", "down"]},
-                        "latencyMs": {"type": "number"},
-                        "error": {"type": "string"},
-                    },
-                },
-            },
-            "hub": {"type": "object"},
-        },
-    },
-}
-
-SPEC = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "Order status long polling",
-        "version": "1.0.0",
-        "description": "Orders, their realtime status (long poll, Server-Sent Events), the "
-        "payment provider's webhook, admin statistics and the browser pages. Every error "
-        "is JSON `{success: false, error}`: a 4xx for bad input (404 for an unknown path, "
-        "405 for a method a path does not have), a 5xx only for a real server fault.",
-    },
-    "paths": {
-        "/api/orders": {
-            "post": {
-                "operationId": "createOrder",
-                "summary": "Create an order (processing / pending, version 1).",
-                "security": PUBLIC,
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("NewOrder")}},
-                },
-                "responses": {
-                    "201": _json("The order, with its access token.", _ref("CreatedOrder")),
-                    **_errors(400, 413, 415, 429, 503),
-                },
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "description": description,
+                "schema": schema,
             }
+        )
+    return parameters
+
+
+# -- streams ---------------------------------------------------------------------------------
+
+
+def event_stream(description: str, events: dict[str, object]) -> dict:
+    """A text/event-stream answer: each event an object of `event`, `id` and `data` (JSON,
+    of the model given, or of any shape for None)."""
+
+    def event(name: str, model) -> dict:
+        data = {"type": "string", "contentMediaType": JSON}
+        if model is not None:
+            data["contentSchema"] = ref(model)
+        return {
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {"event": {"const": name}, "id": EVENT_ID, "data": data},
+        }
+
+    return {
+        "description": f"{description} `: heartbeat` comments in between.",
+        "content": {
+            "text/event-stream": {
+                "schema": {"oneOf": [event(name, model) for name, model in events.items()]}
+            }
+        },
+    }
+
+
+# -- operations ------------------------------------------------------------------------------
+
+
+def operation(op_id: str, summary: str, security: list, responses: dict, **more) -> dict:
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "security": security,
+        "responses": responses,
+        **more,
+    }
+
+
+def page(op_id: str, summary: str) -> dict:
+    return {
+        "get": operation(
+            op_id,
+            summary,
+            [],
+            {"200": {"description": summary, "content": {"text/html": {"schema": {}}}}},
+        )
+    }
+
+
+# A created order's id feeds every order endpoint; its token is the client's own credential.
+ORDER_LINKS = {
+    name: {"operationId": op_id, "parameters": {"order_id": "$response.body#/orderId"}}
+    for name, op_id in [
+        ("GetOrder", "getOrder"),
+        ("WaitForOrder", "waitForOrder"),
+        ("OrderEvents", "orderEvents"),
+        ("SimulatePayment", "simulatePayment"),
+    ]
+}
+
+
+def paths() -> dict:
+    order_errors = errors(401, 404, 429, 503)
+    admin_errors = errors(401, 403, 429)
+    return {
+        "/api/orders": {
+            "post": operation(
+                "createOrder",
+                "Create an order (processing / pending, version 1).",
+                [],
+                {
+                    "201": json_body(
+                        "The order, with its access token.", CreatedOrder, links=ORDER_LINKS
+                    ),
+                    **errors(400, 413, 415, 429, 503),
+                },
+                requestBody={"required": True, "content": {JSON: {"schema": ref(NewOrder)}}},
+            )
         },
         "/api/orders/{order_id}": {
             "parameters": [ORDER_ID],
-            "get": {
-                "operationId": "getOrder",
-                "summary": "The current order.",
-                "security": ORDER_SECURITY,
-                "responses": {
-                    "200": _json("The order.", _ref("Order")),
-                    **_errors(401, 404, 429, 503),
-                },
-            },
+            "get": operation(
+                "getOrder",
+                "The current order.",
+                ORDER_SECURITY,
+                {"200": json_body("The order.", Order), **order_errors},
+            ),
         },
         "/api/orders/{order_id}/wait": {
             "parameters": [ORDER_ID],
-            "get": {
-                "operationId": "waitForOrder",
-                "summary": "Long poll: answer when the order moves past `since`, or on timeout.",
-                "security": ORDER_SECURITY,
-                "parameters": [
-                    {
-                        "name": "timeout",
-                        "in": "query",
-                        "required": False,
-                        "description": "Milliseconds to hold (default LONGPOLL_DEFAULT_TIMEOUT_MS"
-                        "), clamped to 0..LONGPOLL_MAX_TIMEOUT_MS.",
-                        "schema": {"type": "integer", "minimum": 0, "maximum": 120000},
-                    },
-                    {
-                        "name": "since",
-                        "in": "query",
-                        "required": False,
-                        "description": "The version the client has; absent: the version "
-                        "current when the wait starts.",
-                        "schema": {"type": "integer", "minimum": 0},
-                    },
-                ],
-                "responses": {
-                    "200": _json(
-                        "The order, whether it changed, and how we learnt it.", _ref("WaitAnswer")
+            "get": operation(
+                "waitForOrder",
+                "Long poll: answer when the order moves past `since`, or on timeout.",
+                ORDER_SECURITY,
+                {
+                    "200": json_body(
+                        "The order, whether it changed, how we learnt it.", WaitAnswer
                     ),
-                    **_errors(400, 401, 404, 429, 503),
+                    **errors(400),
+                    **order_errors,
                 },
-            },
+                parameters=query_parameters(WaitQuery),
+            ),
         },
         "/api/orders/{order_id}/events": {
             "parameters": [ORDER_ID],
-            "get": {
-                "operationId": "orderEvents",
-                "summary": "Server-Sent Events of the order (`event: order_status`, id = version).",
-                "security": ORDER_SECURITY,
-                "parameters": [LAST_EVENT_ID_HEADER, LAST_EVENT_ID_QUERY],
-                "responses": {
-                    "200": _stream(
-                        "Buffered events newer than Last-Event-ID, then live ones, until a "
-                        "terminal one; `: heartbeat` comments in between."
+            "get": operation(
+                "orderEvents",
+                "Server-Sent Events of the order: buffered events newer than Last-Event-ID, "
+                "then live ones, until a terminal one.",
+                ORDER_SECURITY,
+                {
+                    "200": event_stream(
+                        "The order's states, each version once and in order (`id:` is the "
+                        "version).",
+                        {"order_status": Order},
                     ),
                     "204": {"description": "Settled, and the client has its last event."},
-                    **_errors(400, 401, 404, 429, 503),
+                    **errors(400),
+                    **order_errors,
                 },
-            },
+                parameters=LAST_EVENT_ID,
+            ),
         },
         "/api/orders/{order_id}/ws": {
             "parameters": [ORDER_ID],
-            "get": {
-                "operationId": "orderSocket",
-                "summary": "WebSocket of the order's events: `{type: order_status, payload, id}`.",
-                "description": "Upgrades to a WebSocket once the token opens the order (else "
-                "401/404 before the upgrade). Sends the buffered events newer than "
-                "`lastEventId` and the current state, each version once and in order, then "
-                "live ones; closes 1000 after a terminal one, 1001 when the server stops "
-                "(reconnect with `lastEventId`). Pings every SSE_HEARTBEAT_INTERVAL.",
-                "security": ORDER_SECURITY,
-                "parameters": [LAST_EVENT_ID_QUERY],
-                "responses": {
+            "get": operation(
+                "orderSocket",
+                "WebSocket of the order's events: `{type: order_status, payload, id}`.",
+                ORDER_SECURITY,
+                {
                     "101": {"description": "Switching to the WebSocket protocol."},
-                    **_errors(400, 401, 404, 503),
+                    **errors(400),
+                    **order_errors,
                 },
-            },
+                description="Upgrades once the token opens the order (else 401/404 before "
+                "the upgrade). Sends the buffered events newer than `lastEventId` and the "
+                "current state, each version once and in order, then live ones; closes 1000 "
+                "after a terminal one, 1001 when the server stops (reconnect with "
+                "`lastEventId`). Pings every SSE_HEARTBEAT_INTERVAL.",
+                parameters=[*WEBSOCKET_HANDSHAKE, LAST_EVENT_ID[1]],
+            ),
         },
         "/api/payhero/callback": {
-            "post": {
-                "operationId": "paymentCallback",
-                "summary": "The payment provider's webhook (idempotent).",
-                "security": PUBLIC,
-                "parameters": [
+            "post": operation(
+                "paymentCallback",
+                "The payment provider's webhook (idempotent).",
+                [],
+                {
+                    "200": json_body(
+                        "Applied, a duplicate, or ignored (the order is already settled).",
+                        CallbackOutcome,
+                    ),
+                    **errors(400, 401, 413, 429, 503),
+                    "404": json_body("Unknown ExternalReference.", ErrorBody),
+                },
+                parameters=[
                     {
                         "name": "X-Webhook-Signature",
                         "in": "header",
                         "required": True,
                         "description": "`sha256=<hex HMAC-SHA256 of the raw body with "
-                        "WEBHOOK_SECRET>`; missing or wrong: 401 and nothing changes.",
-                        "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
+                        "WEBHOOK_SECRET>`, hex in either case; missing or wrong: 401, "
+                        "nothing changes, and the refusal is audited.",
+                        "schema": {"type": "string", "pattern": "^sha256=[0-9a-fA-F]{64}$"},
                     }
                 ],
-                "requestBody": {
+                requestBody={
                     "required": True,
-                    "content": {JSON: {"schema": _ref("Callback")}},
+                    "description": "Taken whatever the Content-Type: the signature decides.",
+                    "content": {JSON: {"schema": ref(CallbackBody)}},
                 },
-                "responses": {
-                    "200": _json(
-                        "Applied, a duplicate, or ignored (the order is already settled).",
-                        _ref("CallbackOutcome"),
-                    ),
-                    "400": _response("BadRequest"),
-                    "401": _response("Unauthorized"),
-                    "404": _json("Unknown ExternalReference.", _ref("Error")),
-                    **_errors(413, 415, 429, 503),
-                },
-            }
+            )
         },
         "/api/admin/stats": {
-            "get": {
-                "operationId": "adminStats",
-                "summary": "Statistics snapshot.",
-                "security": ADMIN_SECURITY,
-                "responses": {
-                    "200": _json("The statistics.", _ref("Stats")),
-                    **_errors(401, 403, 429, 503),
-                },
-            }
+            "get": operation(
+                "adminStats",
+                "Statistics snapshot.",
+                ADMIN_SECURITY,
+                {"200": json_body("The statistics.", Stats), **admin_errors, **errors(503)},
+            )
         },
         "/api/admin/stats/refresh": {
-            "post": {
-                "operationId": "adminStatsRefresh",
-                "summary": "Recompute the statistics, cache and publish them.",
-                "security": ADMIN_SECURITY,
-                "responses": {
-                    "200": _json("The fresh statistics.", _ref("Stats")),
-                    **_errors(401, 403, 429, 503),
-                },
-            }
+            "post": operation(
+                "adminStatsRefresh",
+                "Recompute the statistics, cache and publish them.",
+                ADMIN_SECURITY,
+                {"200": json_body("The fresh statistics.", Stats), **admin_errors, **errors(503)},
+            )
         },
         "/api/admin/stats/stream": {
-            "get": {
-                "operationId": "adminStatsStream",
-                "summary": "SSE: `event: sync` with the statistics, `id:` increasing.",
-                "security": ADMIN_SECURITY,
-                "parameters": [LAST_EVENT_ID_HEADER, LAST_EVENT_ID_QUERY],
-                "responses": {
-                    "200": _stream("`event: sync` events and `: heartbeat` comments."),
-                    **_errors(400, 401, 403, 429),
+            "get": operation(
+                "adminStatsStream",
+                "The statistics as they change.",
+                ADMIN_SECURITY,
+                {
+                    "200": event_stream(
+                        "The statistics now, then on every change (sampled) and every 30 s.",
+                        {"sync": Stats},
+                    ),
+                    **errors(400),
+                    **admin_errors,
                 },
-            }
+                parameters=LAST_EVENT_ID,
+            )
         },
         "/api/services/status/stream": {
-            "get": {
-                "operationId": "servicesStatusStream",
-                "summary": "SSE: every background service's status, then increments.",
-                "security": ADMIN_SECURITY,
-                "parameters": [LAST_EVENT_ID_HEADER, LAST_EVENT_ID_QUERY],
-                "responses": {
-                    "200": _stream("`event: status` first, then `event: service` events."),
-                    **_errors(400, 401, 403, 429),
+            "get": operation(
+                "servicesStatusStream",
+                "Every background service's status, then its changes.",
+                ADMIN_SECURITY,
+                {
+                    "200": event_stream(
+                        "`status`: every service, first; then `service`: one that changed.",
+                        {"status": None, "service": None},
+                    ),
+                    **errors(400),
+                    **admin_errors,
                 },
-            }
+                parameters=LAST_EVENT_ID,
+            )
         },
         "/api/realtime/stats": {
-            "get": {
-                "operationId": "realtimeStats",
-                "summary": "This worker's open connections and hub counts.",
-                "security": ADMIN_SECURITY,
-                "responses": {
-                    "200": _json("Connection and hub counts.", _ref("RealtimeStats")),
-                    **_errors(401, 403, 429),
-                },
-            }
+            "get": operation(
+                "realtimeStats",
+                "This worker's open connections and hub counts.",
+                ADMIN_SECURITY,
+                {"200": json_body("Connection and hub counts.", RealtimeStats), **admin_errors},
+            )
         },
         "/api/dev/orders/{order_id}/simulate": {
             "parameters": [ORDER_ID],
-            "post": {
-                DEV_ONLY: True,
-                "operationId": "simulatePayment",
-                "summary": "Development only (DEV_SIMULATE_PROVIDER): play the provider.",
-                "description": "Signs a provider callback for the order and posts it to this "
+            "post": operation(
+                "simulatePayment",
+                "Development only (DEV_SIMULATE_PROVIDER): play the provider.",
+                ORDER_SECURITY,
+                {
+                    "200": json_body("The webhook's answer.", CallbackOutcome),
+                    **errors(400, 401, 404, 413, 415, 429, 503),
+                },
+                description="Signs a provider callback for the order and posts it to this "
                 "app's own webhook; answers with the webhook's answer.",
-                "security": ORDER_SECURITY,
-                "requestBody": {
+                requestBody={
                     "required": True,
-                    "content": {JSON: {"schema": _ref("SimulateRequest")}},
+                    "content": {JSON: {"schema": ref(SimulateRequest)}},
                 },
-                "responses": {
-                    "200": _json("The webhook's answer.", _ref("CallbackOutcome")),
-                    **_errors(400, 401, 404, 413, 415, 429, 503),
-                },
-            },
+                **{DEV_ONLY: True},
+            ),
         },
         "/healthz": {
-            "get": {
-                "operationId": "healthz",
-                "summary": "Liveness.",
-                "security": PUBLIC,
-                "responses": {
-                    "200": _json(
-                        "Alive.",
-                        {
-                            "type": "object",
-                            "required": ["status"],
-                            "properties": {"status": {"const": "ok"}},
-                        },
-                    )
-                },
-            }
+            "get": operation("healthz", "Liveness.", [], {"200": json_body("Alive.", Health)})
         },
         "/readyz": {
-            "get": {
-                "operationId": "readyz",
-                "summary": "Readiness: database and Redis; Redis down is degraded but ready.",
-                "security": PUBLIC,
-                "responses": {
-                    "200": _json("Ready (ok or degraded).", _ref("Readiness")),
-                    "503": _json("The database is down.", _ref("Readiness")),
+            "get": operation(
+                "readyz",
+                "Readiness: database and Redis; Redis down is degraded but ready.",
+                [],
+                {
+                    "200": json_body("Ready (ok or degraded).", Readiness),
+                    "503": json_body("The database is down.", Readiness),
                 },
-            }
+            )
         },
         "/metrics": {
-            "get": {
-                "operationId": "metrics",
-                "summary": "Prometheus metrics, summed over the server's workers.",
-                "security": PUBLIC,
-                "responses": {
+            "get": operation(
+                "metrics",
+                "Prometheus metrics, summed over the server's workers.",
+                [],
+                {
                     "200": {
                         "description": "Prometheus text exposition format.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     }
                 },
-            }
+            )
         },
         "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document.",
-                "security": PUBLIC,
-                "responses": {"200": _json("The OpenAPI document.", {"type": "object"})},
-            }
-        },
-        "/checkout": {
-            "get": {
-                "operationId": "checkoutPage",
-                "summary": "Page: checkout.",
-                "security": PUBLIC,
-                "responses": {"200": _html("The checkout page.")},
-            }
-        },
-        "/orders/{order_id}": {
-            "parameters": [ORDER_ID],
-            "get": {
-                "operationId": "orderPage",
-                "summary": "Page: an order's status (its script holds the token).",
-                "security": PUBLIC,
-                "responses": {"200": _html("The order page.")},
-            },
-        },
-        "/admin": {
-            "get": {
-                "operationId": "adminPage",
-                "summary": "Page: the admin dashboard (its script asks for the token).",
-                "security": PUBLIC,
-                "responses": {"200": _html("The dashboard page.")},
-            }
-        },
-        "/favicon.ico": {
-            "get": {
-                "operationId": "favicon",
-                "summary": "The icon (SVG).",
-                "security": PUBLIC,
-                "responses": {
+            "get": operation(
+                "openapi",
+                "This document.",
+                [],
+                {
                     "200": {
-                        "description": "The icon.",
-                        "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                        "description": "The OpenAPI document.",
+                        "content": {JSON: {"schema": {"type": "object"}}},
                     }
                 },
-            }
+            )
         },
-    },
-    "components": {
-        "schemas": SCHEMAS,
-        "responses": {
-            name: _json(description, _ref("Error"))
-            for name, description in ERROR_RESPONSES.values()
+        "/checkout": page("checkoutPage", "Page: checkout."),
+        "/orders/{order_id}": {
+            "parameters": [ORDER_ID],
+            **page("orderPage", "Page: an order's status (its script holds the token)."),
         },
-        "securitySchemes": {
-            "orderBearer": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "The order's accessToken. Missing: 401; wrong, or unknown "
-                "order: 404 (which of the two is not revealed).",
-            },
-            "orderTokenQuery": {
-                "type": "apiKey",
-                "in": "query",
-                "name": "token",
-                "description": "The order's accessToken as `?token=` (EventSource cannot set "
-                "headers).",
-            },
-            "adminBearer": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "One of ADMIN_TOKENS. Missing: 401; not an admin token: 403.",
-            },
-            "adminTokenQuery": {
-                "type": "apiKey",
-                "in": "query",
-                "name": "token",
-                "description": "One of ADMIN_TOKENS as `?token=`.",
-            },
+        "/admin": page("adminPage", "Page: the admin dashboard (its script asks for the token)."),
+        "/favicon.ico": {
+            "get": operation(
+                "favicon",
+                "The icon (SVG).",
+                [],
+                {"200": {"description": "The icon.", "content": {"image/svg+xml": {"schema": {}}}}},
+            )
         },
-    },
-}
+    }
 
 
-def spec_for(app) -> dict:
-    """SPEC as this app serves it: development-only operations only where they exist."""
-    spec = copy.deepcopy(SPEC)
+@cache
+def full_document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Order status long polling",
+            "version": "1.0.0",
+            "description": "Orders, their realtime status (long poll, Server-Sent Events, "
+            "WebSocket), the payment provider's webhook, admin statistics and the browser "
+            "pages. Every error is JSON `{success: false, error}` (with `errors: [{field, "
+            "message}]` for bad input): a 4xx for bad input (404 for an unknown path, 405 "
+            "with Allow for a method a path does not have), a 5xx only for a real fault.",
+        },
+        "paths": paths(),
+        "components": {
+            "schemas": schemas(),
+            "responses": {
+                name: json_body(description, ErrorBody, **({"headers": hs} if hs else {}))
+                for name, description, hs in ERRORS.values()
+            },
+            "securitySchemes": SECURITY_SCHEMES,
+        },
+    }
+
+
+def document(app) -> dict:
+    """The document as this app serves it: development-only operations only where they
+    exist."""
+    spec = copy.deepcopy(full_document())
     if app.config.get("DEV_SIMULATE_PROVIDER"):
         return spec
     for path, item in list(spec["paths"].items()):
@@ -706,14 +540,15 @@ def spec_for(app) -> dict:
             del item[method]
         if not any(isinstance(op, dict) and "responses" in op for op in item.values()):
             del spec["paths"][path]
+    spec["paths"]["/api/orders"]["post"]["responses"]["201"]["links"].pop("SimulatePayment")
     return spec
 
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(current_app.extensions["openapi.spec"])
+    return jsonify(current_app.extensions["openapi.document"])
 
 
 def init_app(app) -> None:
-    app.extensions["openapi.spec"] = spec_for(app)
+    app.extensions["openapi.document"] = document(app)
     app.register_blueprint(bp)

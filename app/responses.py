@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from typing import Literal
 
 from flask.json.provider import DefaultJSONProvider
+from pydantic import BaseModel, Field
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from app.errors import DATABASE_DOWN, ApiError
+from app.errors import DATABASE_DOWN, ApiError, ValidationError
 from app.logs import first_line
 
 log = logging.getLogger(__name__)
@@ -92,10 +94,35 @@ def json_response(value, status: int = 200, headers: Iterable[tuple[str, str]] =
     )
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="The field's path in the body or query: customer.email")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers."""
+
+    success: Literal[False]
+    error: str = Field(min_length=1)
+    errors: list[FieldError] | None = Field(
+        None, description="Bad input: every field that is wrong, each with its message."
+    )
+
+
+# Seconds a client waits before retrying a 429 or 503 that names no time of its own.
+DEFAULT_RETRY_AFTER = "1"
+
+
 def error_response(exc: BaseException, what: str, headers: Headers = ()) -> Response:
-    """The answer to `exc`, raised serving `what`: `{"success": false, "error": "..."}`."""
+    """The answer to `exc`, raised serving `what`: `{"success": false, "error": "..."}`, with
+    `errors: [{field, message}]` when it is bad input. Every 429 and 503 says Retry-After."""
     status, message, extra = _error(exc, what)
-    return json_response({"success": False, "error": message}, status, (*extra, *headers))
+    body = {"success": False, "error": message}
+    if isinstance(exc, ValidationError) and exc.fields:
+        body["errors"] = [{"field": field, "message": text} for field, text in exc.fields]
+    if status in (429, 503) and not any(k.lower() == "retry-after" for k, _ in extra):
+        extra.append(("Retry-After", DEFAULT_RETRY_AFTER))
+    return json_response(body, status, (*extra, *headers))
 
 
 def _error(exc: BaseException, what: str) -> tuple[int, str, list[tuple[str, str]]]:
@@ -156,7 +183,10 @@ class Cors:
 
 
 def finish_flask_response(response, cors: Cors, environ):
-    """Flask's after_request: the headers every answer carries."""
+    """Flask's after_request: the headers every answer carries. An answer without a body
+    has no content type (Flask's default, text/html, makes SSE clients refuse a 204)."""
+    if response.status_code in (204, 304):
+        response.headers.pop("Content-Type", None)
     extra = list(SECURITY_HEADERS) + list(cors.headers(environ))
     if response.mimetype == "text/html":
         extra += PAGE_HEADERS

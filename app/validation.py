@@ -1,15 +1,102 @@
-"""Small validators shared by the features: each raises ValidationError naming the field."""
+"""The field types of the request models, and how a model's refusal becomes one 400.
+
+Each constraint is stated once, as a JSON Schema keyword that pydantic both enforces and
+writes into the OpenAPI document (app/openapi.py), so the document and the validation
+cannot disagree. Patterns use explicit ASCII classes, never \\s or \\d, whose meaning differs
+between regex dialects (pydantic's, a fuzzer's, a client generator's)."""
 
 import json
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, TypeVar
+
+import annotated_types as bounds
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import ValidationError as ModelError
 
 from app.errors import ValidationError
 
-_INTEGER = re.compile(r"-?\d{1,12}")
-# NUL and other control characters, and lone surrogates: no database stores them as text.
-_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 INT32 = (-(2**31), 2**31 - 1)
+CENT = Decimal("0.01")
+# NUL and the other control characters: no database stores NUL as text, and a name or a
+# reference with a line break in it is a forged log line waiting to happen.
+_CONTROL = r"\x00-\x1f\x7f"
+PLAIN_TEXT = rf"^[^{_CONTROL}]*$"
+# Plain text with at least one character that is not a space.
+NON_BLANK_TEXT = rf"^[^{_CONTROL}]*[^{_CONTROL} ][^{_CONTROL}]*$"
+
+
+class Model(BaseModel):
+    """A request body: fields are checked strictly (no "3" for 3), unknown fields ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", regex_engine="python-re")
+
+
+def _integral(value):
+    """JSON Schema counts 30.0 as the integer 30, so the API does too."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def integer(**limits) -> Any:
+    """An integer within `limits` (ge, le, ...); 30.0 is 30, true is not 1."""
+    return Annotated[int, Strict(), bounds.Interval(**limits), BeforeValidator(_integral)]
+
+
+_QUERY_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
+def _integer_text(value):
+    """A query string's integer arrives as text: "5" is 5 (and " 5" or "5.0" is not)."""
+    if isinstance(value, str) and _QUERY_INTEGER.fullmatch(value):
+        return int(value)
+    return value
+
+
+def query_integer(**limits) -> Any:
+    """An integer query parameter within `limits`."""
+    return Annotated[int, Strict(), bounds.Interval(**limits), BeforeValidator(_integer_text)]
+
+
+# An SSE event id (Last-Event-ID, lastEventId): the version or sequence number last received.
+EVENT_ID = r"^-?[0-9]{1,12}$"
+_EVENT_ID = re.compile(EVENT_ID)
+
+
+def event_id(raw: str | None, label: str) -> int | None:
+    """The event id a reconnecting client sends; None when it sends none."""
+    if raw is None:
+        return None
+    if not _EVENT_ID.fullmatch(raw):
+        raise ValidationError.of_fields([(label, "must be an integer of at most 12 digits")])
+    return int(raw)
+
+
+def text(max_length: int, *, pattern: str = NON_BLANK_TEXT, min_length: int = 1) -> Any:
+    """A string within the lengths and pattern, stored without surrounding spaces."""
+    return Annotated[
+        str,
+        Field(min_length=min_length, max_length=max_length, pattern=pattern),
+        AfterValidator(lambda value: value.strip(" ")),
+    ]
+
+
+def _cents(value: float) -> Decimal:
+    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def money(maximum: int) -> Any:
+    """An amount from one cent to `maximum`, rounded to the cent (half up) and kept as a
+    Decimal; the answer shows the amount kept.
+
+    Not JSON Schema's multipleOf 0.01: on floats it refuses 19.99 (19.99 / 0.01 is
+    1998.9999999999998), so no client or fuzzer could rely on it."""
+    return Annotated[
+        float,
+        Field(ge=0.01, le=maximum, allow_inf_nan=False),
+        AfterValidator(_cents),
+    ]
 
 
 def parse_json(raw: bytes):
@@ -20,63 +107,32 @@ def parse_json(raw: bytes):
         raise ValidationError("body is not valid JSON") from None
 
 
-def json_object(payload) -> dict:
-    if not isinstance(payload, dict):
-        raise ValidationError("request body must be a JSON object")
-    return payload
+M = TypeVar("M", bound=BaseModel)
 
 
-def required(obj: dict, field: str, label: str | None = None):
-    if obj.get(field) is None:
-        raise ValidationError(f"{label or field} is required")
-    return obj[field]
-
-
-def text(value, label: str, *, max_len: int, pattern: re.Pattern | None = None) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"{label} must be a non-empty string")
-    value = value.strip()
-    if _UNSTORABLE.search(value):
-        raise ValidationError(f"{label} contains characters that are not allowed")
-    if len(value) > max_len:
-        raise ValidationError(f"{label} must be at most {max_len} characters")
-    if pattern is not None and not pattern.fullmatch(value):
-        raise ValidationError(f"{label} is not valid")
-    return value
-
-
-def integer(value, label: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    # bool is an int subclass in Python; true is not a ticket count.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"{label} must be an integer")
-    if minimum is not None and value < minimum:
-        raise ValidationError(f"{label} must be at least {minimum}")
-    if maximum is not None and value > maximum:
-        raise ValidationError(f"{label} must be at most {maximum}")
-    return value
-
-
-def integer_param(raw: str | None, label: str) -> int | None:
-    """A query-string integer; None when absent."""
-    if raw is None:
-        return None
-    if not _INTEGER.fullmatch(raw.strip()):
-        raise ValidationError(f"{label} must be an integer")
-    return int(raw)
-
-
-def money(value, label: str, *, maximum: Decimal) -> Decimal:
-    """A positive amount with at most two decimal places."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"{label} must be a number")
+def validated(model: type[M], payload) -> M:
+    """`payload` as a `model`, or one ValidationError naming every field that is wrong."""
     try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise ValidationError(f"{label} must be a number") from None
-    if not amount.is_finite() or amount <= 0:
-        raise ValidationError(f"{label} must be greater than 0")
-    if amount > maximum:
-        raise ValidationError(f"{label} must be at most {maximum}")
-    if amount != amount.quantize(Decimal("0.01")):
-        raise ValidationError(f"{label} must have at most 2 decimal places")
-    return amount.quantize(Decimal("0.01"))
+        return model.model_validate(payload)
+    except ModelError as exc:
+        raise ValidationError.of_fields(_field_errors(exc)) from None
+
+
+# Pydantic's wording, where it would name its own internals (a regex, a Python type).
+_MESSAGES = {
+    "missing": "is required",
+    "string_pattern_mismatch": "is not valid",
+    "string_unicode": "is not valid text",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+}
+
+
+def _field_errors(exc: ModelError) -> list[tuple[str, str]]:
+    found: dict[str, str] = {}
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        message = _MESSAGES.get(error["type"]) or error["msg"][0].lower() + error["msg"][1:]
+        found.setdefault(field, message)  # one message per field: a union tries each branch
+    return list(found.items())

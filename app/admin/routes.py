@@ -13,7 +13,7 @@ CONNECTIONS_LISTED = 200
 
 
 def _last_id() -> int:
-    last = validation.integer_param(sse.last_event_id(request), "Last-Event-ID")
+    last = validation.event_id(sse.last_event_id(request), "Last-Event-ID")
     return max(last or 0, 0)
 
 

@@ -35,14 +35,14 @@ def show(order_id: str):
 def wait(environ, order_id: str) -> Wait:
     cfg = current_app.config
     args = query_args(environ)
-    params = parse_wait(
+    timeout_ms, since = parse_wait(
         args,
         default_timeout_ms=cfg["LONGPOLL_DEFAULT_TIMEOUT_MS"],
         max_timeout_ms=cfg["LONGPOLL_MAX_TIMEOUT_MS"],
     )
     token = bearer_token(environ.get("HTTP_AUTHORIZATION", "")) or args.get("token") or None
     client = environ.get("REMOTE_ADDR") or "-"
-    return Wait(order_id, token, params.since, params.timeout_ms, client)
+    return Wait(order_id, token, since, timeout_ms, client)
 
 
 @bp.get("/<order_id>/events")

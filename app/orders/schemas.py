@@ -1,70 +1,100 @@
-"""Input of the order endpoints, validated into plain values."""
+"""The order endpoints' contract: what they take and what they answer, as models.
 
-import re
-from dataclasses import dataclass
-from decimal import Decimal
+Requests are validated by these models and the OpenAPI document is generated from them
+(app/openapi.py). The answers are built by Order.to_json and the wait; the models below say
+their shape, and the contract tests check every answer against them."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from app import validation as v
 
-MAX_AMOUNT = Decimal("10000000")
+MAX_AMOUNT = 10_000_000
 MAX_TICKETS = 100
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-CURRENCY = re.compile(r"[A-Z]{3}")
-PHONE = re.compile(r"\+?\d{9,15}")
+# The bounds of a wait's `timeout` query parameter (milliseconds); the server holds at most
+# LONGPOLL_MAX_TIMEOUT_MS of it.
+MAX_WAIT_TIMEOUT_MS = 120_000
+EMAIL = r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@\x00-\x20\x7f]+$"
+CURRENCY = r"^[A-Z]{3}$"
+PHONE = r"^\+?[0-9]{9,15}$"
 
 
-@dataclass(frozen=True)
-class NewOrder:
-    amount: Decimal
-    currency: str
-    ticket_count: int
-    email: str
-    first_name: str
-    last_name: str
-    phone: str | None
+class Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-def parse_new_order(payload) -> NewOrder:
-    body = v.json_object(payload)
-    customer = v.required(body, "customer")
-    if not isinstance(customer, dict):
-        raise v.ValidationError("customer must be an object")
-    currency = body.get("currency", "KES")
-    ticket_count = body.get("ticketCount", 1)
-    phone = body.get("phone")
-    return NewOrder(
-        amount=v.money(v.required(body, "amount"), "amount", maximum=MAX_AMOUNT),
-        currency=v.text(currency, "currency", max_len=3, pattern=CURRENCY),
-        ticket_count=v.integer(ticket_count, "ticketCount", minimum=1, maximum=MAX_TICKETS),
-        email=v.text(
-            v.required(customer, "email", "customer.email"),
-            "customer.email",
-            max_len=254,
-            pattern=EMAIL,
-        ),
-        first_name=v.text(
-            v.required(customer, "firstName", "customer.firstName"),
-            "customer.firstName",
-            max_len=100,
-        ),
-        last_name=v.text(
-            v.required(customer, "lastName", "customer.lastName"), "customer.lastName", max_len=100
-        ),
-        phone=None if phone is None else v.text(phone, "phone", max_len=16, pattern=PHONE),
+class Customer(v.Model, Camel):
+    email: v.text(254, pattern=EMAIL)
+    first_name: v.text(100)
+    last_name: v.text(100)
+
+
+class NewOrder(v.Model, Camel):
+    amount: v.money(MAX_AMOUNT) = Field(description="From 0.01 to 10,000,000, rounded to the cent.")
+    currency: v.text(3, pattern=CURRENCY) = "KES"
+    ticket_count: v.integer(ge=1, le=MAX_TICKETS) = 1
+    customer: Customer
+    phone: v.text(16, pattern=PHONE) | None = None
+
+
+class WaitQuery(v.Model):
+    """The wait's query string."""
+
+    timeout: v.query_integer(ge=0, le=MAX_WAIT_TIMEOUT_MS) | None = Field(
+        None,
+        description="Milliseconds to hold (default LONGPOLL_DEFAULT_TIMEOUT_MS), at most "
+        "LONGPOLL_MAX_TIMEOUT_MS of them.",
+    )
+    since: v.query_integer(ge=0, le=v.INT32[1]) | None = Field(
+        None,
+        description="The version the client has; absent: the version current when the wait starts.",
     )
 
 
-@dataclass(frozen=True)
-class WaitRequest:
-    timeout_ms: int
-    since: int | None
+# -- answers ---------------------------------------------------------------------------------
+
+PaymentStatus = Literal["processing", "completed", "failed", "cancelled", "expired"]
+OrderStatus = Literal["pending", "paid", "failed", "cancelled", "expired"]
 
 
-def parse_wait(args, *, default_timeout_ms: int, max_timeout_ms: int) -> WaitRequest:
-    timeout_ms = v.integer_param(args.get("timeout"), "timeout")
-    since = v.integer_param(args.get("since"), "since")
-    if since is not None and since < 0:
-        raise v.ValidationError("since must be a version (an integer >= 0)")
-    if timeout_ms is None:
-        timeout_ms = default_timeout_ms
-    return WaitRequest(timeout_ms=min(max(timeout_ms, 0), max_timeout_ms), since=since)
+class CustomerOut(Camel):
+    email: str
+    first_name: str
+    last_name: str
+
+
+class Order(Camel):
+    order_id: str = Field(json_schema_extra={"format": "uuid"})
+    order_number: str
+    payment_status: PaymentStatus
+    status: OrderStatus
+    total_amount: float
+    currency: str
+    ticket_count: int
+    customer: CustomerOut
+    version: int = Field(ge=1)
+    failure_reason: str | None
+    updated_at: datetime
+
+
+class CreatedOrder(Order):
+    access_token: str = Field(description="The order token: shown once, needed for every read.")
+
+
+class WaitAnswer(Order):
+    changed: bool
+    source: Literal["cache", "db", "redis", "poll", "timeout"]
+
+
+def parse_new_order(payload) -> NewOrder:
+    return v.validated(NewOrder, payload)
+
+
+def parse_wait(args, *, default_timeout_ms: int, max_timeout_ms: int) -> tuple[int, int | None]:
+    """(milliseconds to hold, the client's version) from the wait's query string."""
+    query = v.validated(WaitQuery, {name: args.get(name) for name in ("timeout", "since")})
+    timeout_ms = default_timeout_ms if query.timeout is None else query.timeout
+    return min(timeout_ms, max_timeout_ms), query.since

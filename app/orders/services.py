@@ -35,9 +35,9 @@ def create_order(new: NewOrder) -> tuple[Order, str]:
         total_amount=new.amount,
         currency=new.currency,
         ticket_count=new.ticket_count,
-        customer_email=new.email,
-        customer_first_name=new.first_name,
-        customer_last_name=new.last_name,
+        customer_email=new.customer.email,
+        customer_first_name=new.customer.first_name,
+        customer_last_name=new.customer.last_name,
         phone=new.phone,
     )
     db.session.add(order)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from app.realtime import Watch, current_hub
 from app.realtime.connections import Connection
 from app.realtime.hub import SHUTDOWN
-from app.validation import integer_param
+from app.validation import event_id
 
 from . import events, reads
 from .models import TERMINAL_PAYMENT_STATUSES
@@ -32,7 +32,7 @@ def order_updates(
     between. SSE and WebSocket routes frame the same updates.
     """
     reads.check_order_request(order_id, token)
-    last_id = integer_param(last_event_id, "Last-Event-ID")
+    last_id = event_id(last_event_id, "Last-Event-ID")
     hub = current_hub()
     watch = hub.watch(events.channel(order_id))
     try:

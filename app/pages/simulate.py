@@ -7,13 +7,14 @@ app's own WEBHOOK_SECRET and posts it to the app's own webhook, so the whole rea
 import json
 import urllib.error
 import urllib.request
+from typing import Literal
 
 from flask import Blueprint, current_app, jsonify, request
 
-from app.errors import ValidationError
 from app.orders import services as orders
 from app.orders.access import token_from_request
 from app.payments.signature import sign
+from app.validation import Model, parse_json, validated
 
 # Its own blueprint: registered only on apps that have the development flag.
 bp = Blueprint("simulate", __name__)
@@ -21,13 +22,14 @@ bp = Blueprint("simulate", __name__)
 RESULT_CODES = {"success": 0, "cancel": 1032, "fail": 2001}
 
 
+class SimulateRequest(Model):
+    outcome: Literal["success", "cancel", "fail"]
+
+
 @bp.post("/api/dev/orders/<order_id>/simulate")
 def simulate(order_id: str):
     order = orders.authorize(order_id, token_from_request(request)).to_json()
-    payload = request.get_json(silent=True)
-    outcome = payload.get("outcome") if isinstance(payload, dict) else None
-    if outcome not in RESULT_CODES:
-        raise ValidationError(f"outcome must be one of {', '.join(RESULT_CODES)}")
+    outcome = validated(SimulateRequest, parse_json(request.get_data())).outcome
     body = json.dumps(
         {
             "status": True,

@@ -1,24 +1,94 @@
-"""The PayHero STK callback body, validated into a Callback."""
+"""The webhook's contract: the PayHero STK callback it takes and the outcome it answers.
+
+The callback is validated by these models and the OpenAPI document is generated from them
+(app/openapi.py); Outcome.to_json builds the answer that CallbackOutcome describes."""
 
 import re
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from app import validation as v
 
-NUMERIC = re.compile(r"-?[0-9]{1,9}")  # ASCII digits only: "²".isdigit() is True
-
 # ResultCode -> paymentStatus; every other code is a failure.
 CANCELLED_CODES = frozenset({1, 1032})
+# A code sent as text: an integer in canonical form ("0", "1032", "-1"), so that the one
+# text that means success is "0", as the schema's success rule below says.
+CODE_TEXT = r"^(0|-?[1-9][0-9]{0,8})$"
+_CODE_TEXT = re.compile(CODE_TEXT)
+MAX_CALLBACK_AMOUNT = 100_000_000
 
 
-@dataclass(frozen=True)
+def _code_from_text(value):
+    if isinstance(value, str) and _CODE_TEXT.fullmatch(value):
+        return int(value)
+    return value
+
+
+# The one field whose schema is written here: a number or a numeric string, which pydantic
+# would express as a union of two validators (and two errors for one field).
+ResultCode = Annotated[
+    v.integer(ge=v.INT32[0], le=v.INT32[1]),
+    BeforeValidator(_code_from_text),
+    WithJsonSchema(
+        {
+            "description": "A number, or a numeric string.",
+            "anyOf": [
+                {"type": "integer", "minimum": v.INT32[0], "maximum": v.INT32[1]},
+                {"type": "string", "pattern": CODE_TEXT},
+            ],
+        }
+    ),
+]
+# A receipt or request id, stored when given; providers send "" when there is none.
+OptionalId = v.text(128, pattern=v.PLAIN_TEXT, min_length=0) | None
+
+
+class StkResponse(v.Model):
+    model_config = ConfigDict(
+        # The rule no field expresses alone, stated for the document; parse_callback
+        # enforces it.
+        json_schema_extra={
+            "if": {"properties": {"ResultCode": {"enum": [0, "0"]}}, "required": ["ResultCode"]},
+            "then": {"required": ["Amount"], "properties": {"Amount": {"type": "number"}}},
+        }
+    )
+
+    ResultCode: ResultCode
+    ExternalReference: v.text(32) = Field(description="The orderNumber.")
+    Amount: v.money(MAX_CALLBACK_AMOUNT) | None = Field(
+        None, description="Required when ResultCode is 0."
+    )
+    MpesaReceiptNumber: OptionalId = None
+    CheckoutRequestID: OptionalId = None
+    # Sent by the provider and kept in no column: any text.
+    MerchantRequestID: str | None = None
+    Phone: str | None = None
+    ResultDesc: str | None = None
+    Status: str | None = None
+
+
+class CallbackBody(v.Model):
+    """The PayHero STK callback. ResultCode 0: completed (paid); 1 or 1032: cancelled; any
+    other: failed. An Amount that differs from the order total never marks the order paid."""
+
+    status: bool | None = None
+    response: StkResponse
+
+
 class Callback:
-    order_number: str
-    result_code: int
-    amount: Decimal | None
-    receipt: str | None
-    checkout_request_id: str | None
+    """A callback as the settlement uses it."""
+
+    __slots__ = ("order_number", "result_code", "amount", "receipt", "checkout_request_id")
+
+    def __init__(self, body: CallbackBody):
+        response = body.response
+        self.order_number: str = response.ExternalReference
+        self.result_code: int = response.ResultCode
+        self.amount: Decimal | None = response.Amount
+        self.receipt: str | None = response.MpesaReceiptNumber or None
+        self.checkout_request_id: str | None = response.CheckoutRequestID or None
 
     @property
     def payment_status(self) -> str:
@@ -29,34 +99,19 @@ class Callback:
         return "failed"
 
 
-def _optional_text(obj: dict, field: str) -> str | None:
-    value = obj.get(field)
-    return None if value is None else v.text(value, f"response.{field}", max_len=128)
-
-
 def parse_callback(payload) -> Callback:
-    body = v.json_object(payload)
-    response = v.required(body, "response")
-    if not isinstance(response, dict):
-        raise v.ValidationError("response must be an object")
-    code = v.required(response, "ResultCode", "response.ResultCode")
-    # Providers send the code as a number or as a numeric string.
-    if isinstance(code, str) and NUMERIC.fullmatch(code.strip()):
-        code = int(code)
-    result_code = v.integer(code, "response.ResultCode", minimum=v.INT32[0], maximum=v.INT32[1])
-    amount = response.get("Amount")
-    if amount is None and result_code == 0:
-        raise v.ValidationError("response.Amount is required for a successful payment")
-    return Callback(
-        order_number=v.text(
-            v.required(response, "ExternalReference", "response.ExternalReference"),
-            "response.ExternalReference",
-            max_len=32,
-        ),
-        result_code=result_code,
-        amount=None
-        if amount is None
-        else v.money(amount, "response.Amount", maximum=Decimal("100000000")),
-        receipt=_optional_text(response, "MpesaReceiptNumber"),
-        checkout_request_id=_optional_text(response, "CheckoutRequestID"),
-    )
+    body = v.validated(CallbackBody, payload)
+    if body.response.ResultCode == 0 and body.response.Amount is None:
+        raise v.ValidationError.of_fields([("response.Amount", "is required for a payment")])
+    return Callback(body)
+
+
+class CallbackOutcome(BaseModel):
+    success: bool
+    orderId: str
+    paymentStatus: str
+    status: str
+    version: int
+    changed: bool = Field(description="This delivery changed the order.")
+    duplicate: bool = Field(description="A repeat of the settled outcome.")
+    reason: str | None

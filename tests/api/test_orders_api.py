@@ -72,7 +72,7 @@ BAD_ORDERS = [
     pytest.param(json_post(order_body(amount=-300)), "amount", id="amount-negative"),
     pytest.param(json_post(order_body(amount="300")), "amount", id="amount-string"),
     pytest.param(json_post(order_body(amount=True)), "amount", id="amount-true"),
-    pytest.param(json_post(order_body(amount=1.005)), "amount", id="amount-3-decimals"),
+    pytest.param(json_post(order_body(amount=0.004)), "amount", id="amount-under-a-cent"),
     pytest.param(json_post(order_body(amount=1e15)), "amount", id="amount-huge"),
     pytest.param(raw_post(raw_order("1e400")), "amount", id="amount-overflows-to-infinity"),
     pytest.param(raw_post(raw_order("NaN")), "amount", id="amount-nan"),
@@ -119,6 +119,14 @@ def test_create_order_returns_the_new_pending_order_with_its_token(client):
     assert order["ticketCount"] == 1
     assert order["customer"] == CUSTOMER
     assert ORDER_FIELDS <= order.keys()
+
+
+@pytest.mark.parametrize(
+    "sent, kept",
+    [(19.99, 19.99), (1.005, 1.01), (0.01, 0.01), (30.0, 30), (0.30000000000000004, 0.3)],
+)
+def test_an_amount_is_kept_rounded_to_the_cent(client, sent, kept):
+    assert create_order(client, amount=sent)["totalAmount"] == kept
 
 
 def test_create_order_keeps_the_given_currency_ticket_count_and_amount(client):
@@ -242,3 +250,26 @@ def test_unknown_and_malformed_order_ids_look_exactly_like_a_wrong_token(client)
 
     assert unknown == wrong_token
     assert malformed == wrong_token
+
+
+def test_an_integral_number_is_an_integer_as_json_schema_says(client):
+    assert create_order(client, ticketCount=30.0)["ticketCount"] == 30
+
+
+def test_every_wrong_field_is_named_at_once(client):
+    body = order_body(amount=-1, currency="kes", ticketCount=0)
+    body["customer"] = {"email": "nope", "lastName": "\x00"}
+    response = client.post("/api/orders", json=body)
+    assert response.status_code == 400
+    answer = response.get_json()
+    fields = [error["field"] for error in answer["errors"]]
+    assert fields == [
+        "amount",
+        "currency",
+        "ticketCount",
+        "customer.email",
+        "customer.firstName",
+        "customer.lastName",
+    ]
+    assert all(error["message"] for error in answer["errors"])
+    assert all(field in answer["error"] for field in fields)

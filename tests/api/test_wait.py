@@ -135,18 +135,18 @@ def test_wait_on_terminal_order_answers_at_once(client):
         assert body["changed"] is False, params
 
 
-def test_wait_timeout_is_clamped(make_app):
+def test_wait_timeout_is_held_at_most_the_servers_maximum(make_app):
     app = make_app(LONGPOLL_MAX_TIMEOUT_MS=300)
     client = app.test_client()
     order = create_order(client)
 
     started = time.monotonic()
-    body = client.get(wait_url(order, timeout=10**9, since=1), headers=auth(order)).get_json()
+    body = client.get(wait_url(order, timeout=120_000, since=1), headers=auth(order)).get_json()
     assert 0.3 <= time.monotonic() - started < 2.0
     assert body["source"] == "timeout"
 
     started = time.monotonic()
-    body = client.get(wait_url(order, timeout=-5, since=1), headers=auth(order)).get_json()
+    body = client.get(wait_url(order, timeout=0, since=1), headers=auth(order)).get_json()
     assert time.monotonic() - started < 0.5
     assert body["changed"] is False
 
@@ -158,6 +158,11 @@ def test_wait_timeout_is_clamped(make_app):
         ({"timeout": "1.5"}, "timeout"),
         ({"since": "two"}, "since"),
         ({"since": "-1"}, "since"),
+        # The documented bounds: outside them is bad input, not clamped.
+        ({"timeout": "-5"}, "timeout"),
+        ({"timeout": "120001"}, "timeout"),
+        ({"since": str(2**31)}, "since"),
+        ({"timeout": " 5"}, "timeout"),
     ],
 )
 def test_wait_rejects_bad_parameters(client, params, field):
@@ -166,6 +171,14 @@ def test_wait_rejects_bad_parameters(client, params, field):
     assert response.status_code == 400
     body = response.get_json()
     assert body["success"] is False and field in body["error"]
+    assert [error["field"] for error in body["errors"]] == [field]
+
+
+def test_wait_names_every_bad_parameter_at_once(client):
+    order = create_order(client)
+    response = client.get(wait_url(order, timeout="soon", since="-1"), headers=auth(order))
+    assert response.status_code == 400
+    assert {error["field"] for error in response.get_json()["errors"]} == {"timeout", "since"}
 
 
 def test_wait_token_rules(client):

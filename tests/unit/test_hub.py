@@ -19,7 +19,13 @@ def numsub(client, channel: str) -> int:
 
 
 def hub_connections(client) -> int:
-    return sum(1 for c in client.client_list() if c.get("name") == "orderwait:hub")
+    """This suite's hub connections: those on its database (other servers may share Redis)."""
+    db = str(client.connection_pool.connection_kwargs.get("db", 0))
+    return sum(
+        1
+        for c in client.client_list()
+        if c.get("name") == "orderwait:hub" and str(c.get("db")) == db
+    )
 
 
 def test_hub_subscribes_on_first_waiter_and_unsubscribes_after_last(hub, redis_client):
