@@ -6,7 +6,6 @@ from werkzeug.wsgi import get_input_stream
 
 from app.plain_wsgi import plain_route
 from app.responses import Response, json_response
-from app.security import require_json_body
 
 from . import services
 
@@ -16,7 +15,8 @@ SIGNATURE_ENVIRON_KEY = "HTTP_" + SIGNATURE_HEADER.upper().replace("-", "_")
 
 @plain_route("POST", "/api/payhero/callback")
 def callback(environ) -> Response:
-    require_json_body(environ)
+    # Whatever the Content-Type (providers send text/plain, or none): the signature decides,
+    # then the body must parse as JSON.
     # A body over MAX_CONTENT_LENGTH raises werkzeug's 413, as Flask's get_data does.
     stream = get_input_stream(environ, max_content_length=current_app.config["MAX_CONTENT_LENGTH"])
     outcome = services.receive(

@@ -11,7 +11,9 @@ from app.extensions import db
 from app.orders import events
 from app.orders.models import Order
 from app.payments.models import PaymentEvent
+from app.payments.signature import sign
 from tests.support.helpers import (
+    WEBHOOK_SECRET,
     assert_error,
     auth,
     callback_body,
@@ -464,3 +466,49 @@ def test_signed_callback_with_an_odd_numeric_string_result_code_is_a_400(client,
     order = create_order(client)
     response = post_callback(client, callback_body(order["orderNumber"], result_code=code))
     assert response.status_code == 400, response.get_data(as_text=True)
+
+
+# --- deliveries as providers send them -----------------------------------------------------------
+
+
+def signed_headers(body: bytes, content_type: str | None) -> dict:
+    """The signature header, and the Content-Type only when one is given."""
+    headers = {"X-Webhook-Signature": sign(body, WEBHOOK_SECRET)}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return headers
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/json; charset=utf-8",
+        "application/x-www-form-urlencoded",
+        "application/octet-stream",
+        "",
+    ],
+)
+def test_a_signed_callback_is_accepted_whatever_its_content_type(app, client, content_type):
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+
+    response = client.post(CALLBACK, data=body, headers=signed_headers(body, content_type))
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["changed"] is True
+    state = stored(app, order["orderId"])
+    assert (state["paymentStatus"], state["status"], state["version"]) == ("completed", "paid", 2)
+
+
+def test_a_signed_body_that_is_not_json_is_refused_whatever_its_content_type(
+    app, client, redis_client
+):
+    order = create_order(client)
+    body = b"ExternalReference=" + order["orderNumber"].encode() + b"&ResultCode=0"
+
+    response = client.post(CALLBACK, data=body, headers=signed_headers(body, "text/plain"))
+
+    assert_error(response, 400)
+    assert_untouched(app, redis_client, order)
