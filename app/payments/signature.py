@@ -12,7 +12,10 @@ def sign(body: bytes, secret: str) -> str:
 
 
 def is_valid(body: bytes, header: str | None, secret: str) -> bool:
-    """True when the header is the body's signature; an unset secret accepts nothing."""
+    """True when the header is the body's signature; an unset secret accepts nothing.
+
+    Providers write the hex digits in either case: the header is compared lowercased, its
+    `sha256=` with it (bytes.lower() changes ASCII letters only), still in constant time."""
     if not secret or not header:
         return False
-    return hmac.compare_digest(sign(body, secret).encode(), header.strip().encode())
+    return hmac.compare_digest(sign(body, secret).encode(), header.strip().encode().lower())

@@ -512,3 +512,36 @@ def test_a_signed_body_that_is_not_json_is_refused_whatever_its_content_type(
 
     assert_error(response, 400)
     assert_untouched(app, redis_client, order)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        pytest.param(lambda hex_digits: hex_digits.upper(), id="uppercase"),
+        pytest.param(
+            lambda hex_digits: "".join(c.upper() if i % 2 else c for i, c in enumerate(hex_digits)),
+            id="mixed-case",
+        ),
+    ],
+)
+def test_hex_digits_of_the_signature_may_be_in_either_case(app, client, written):
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+    hex_digits = sign(body, WEBHOOK_SECRET).removeprefix("sha256=")
+    assert any(c.isalpha() for c in hex_digits)  # else the case would change nothing
+    headers = {"X-Webhook-Signature": "sha256=" + written(hex_digits)}
+
+    response = client.post(CALLBACK, data=body, headers=headers)
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert stored(app, order["orderId"])["paymentStatus"] == "completed"
+
+
+def test_an_uppercase_signature_of_another_body_is_still_refused(app, client, redis_client):
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+    other = callback_body(order["orderNumber"], result_code=1032)
+    headers = {"X-Webhook-Signature": sign(other, WEBHOOK_SECRET).upper()}
+
+    assert_error(client.post(CALLBACK, data=body, headers=headers), 401)
+    assert_untouched(app, redis_client, order)
