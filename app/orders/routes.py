@@ -10,6 +10,7 @@ from flask import current_app, g, jsonify, request
 from app.plain_wsgi import plain_route, query_args
 from app.ratelimit import limiter, order_creation_limit, order_creation_unlimited
 from app.realtime import sse, websocket
+from app.security import read_body
 from app.validation import parse_json
 
 from . import bp, services, socket_bp
@@ -22,7 +23,7 @@ from .wait import Wait
 @bp.post("")
 @limiter.limit(order_creation_limit, exempt_when=order_creation_unlimited)
 def create():
-    order, token = services.create_order(parse_new_order(parse_json(request.get_data())))
+    order, token = services.create_order(parse_new_order(parse_json(read_body(request.environ))))
     return jsonify({**order.to_json(), "accessToken": token}), 201
 
 

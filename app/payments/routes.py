@@ -2,10 +2,10 @@
 once per payment, and a flash sale's worth of them must not wait behind Flask's machinery."""
 
 from flask import current_app
-from werkzeug.wsgi import get_input_stream
 
 from app.plain_wsgi import plain_route
 from app.responses import Response, json_response
+from app.security import BodyTooLarge, read_body
 
 from . import services
 
@@ -17,9 +17,11 @@ SIGNATURE_ENVIRON_KEY = "HTTP_" + SIGNATURE_HEADER.upper().replace("-", "_")
 def callback(environ) -> Response:
     # Whatever the Content-Type (providers send text/plain, or none): the signature decides,
     # then the body must parse as JSON.
-    # A body over MAX_CONTENT_LENGTH raises werkzeug's 413, as Flask's get_data does.
-    stream = get_input_stream(environ, max_content_length=current_app.config["MAX_CONTENT_LENGTH"])
-    outcome = services.receive(
-        stream.read(), environ.get(SIGNATURE_ENVIRON_KEY), environ.get("REMOTE_ADDR")
-    )
+    remote_addr = environ.get("REMOTE_ADDR")
+    try:
+        body = read_body(environ, current_app.config["MAX_CONTENT_LENGTH"])
+    except BodyTooLarge as too_large:
+        services.refuse_too_large(too_large, remote_addr)
+        raise
+    outcome = services.receive(body, environ.get(SIGNATURE_ENVIRON_KEY), remote_addr)
     return json_response(outcome.to_json())

@@ -14,6 +14,7 @@ from app.logs import fields
 from app.orders import events
 from app.orders.models import Order, order_json
 from app.orders.signals import callback_received
+from app.security import BodyTooLarge
 from app.validation import parse_json
 
 from . import signature, statements
@@ -69,6 +70,29 @@ def receive(body: bytes, signature_header: str | None, remote_addr: str | None) 
     if outcome.duplicate:
         callback_received.send(app, outcome="duplicate")
     return outcome
+
+
+def refuse_too_large(too_large: BodyTooLarge, remote_addr: str | None) -> None:
+    """Count and audit a callback whose body is over the limit; the caller answers 413.
+
+    body_sha256 is required, and only the body's first limit + 1 bytes were read (none when
+    its Content-Length was over the limit): it is the hash of those, as the reason says."""
+    app = current_app._get_current_object()
+    limit, read = too_large.limit, too_large.read
+    if too_large.announced is None:
+        reason = f"body too large: over {limit} bytes; body_sha256 is of its first {len(read)}"
+    else:
+        reason = (
+            f"body too large: Content-Length {too_large.announced} over {limit} bytes; "
+            "none read, body_sha256 is of no bytes"
+        )
+    callback_received.send(app, outcome="received")
+    try:
+        record_rejection(Receipt(hashlib.sha256(read).hexdigest(), remote_addr), reason)
+    except DATABASE_DOWN:
+        note_outcome("unavailable", "database unavailable")
+        raise  # 503, as for any callback while the database is down: the provider retries
+    callback_received.send(app, outcome="rejected")
 
 
 def _verify_and_apply(body: bytes, signature_header, receipt: Receipt, secret: str) -> Outcome:

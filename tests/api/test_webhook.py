@@ -1,11 +1,15 @@
 """POST /api/payhero/callback through the Flask test client, against real PostgreSQL and Redis."""
 
+import hashlib
 import json
+import logging
 import time
 from contextlib import contextmanager
 
 import gevent
 import pytest
+from prometheus_client import REGISTRY
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from app.extensions import db
 from app.orders import events
@@ -18,6 +22,7 @@ from tests.support.helpers import (
     auth,
     callback_body,
     create_order,
+    order_body,
     pay,
     post_callback,
     signature_for,
@@ -545,3 +550,196 @@ def test_an_uppercase_signature_of_another_body_is_still_refused(app, client, re
 
     assert_error(client.post(CALLBACK, data=body, headers=headers), 401)
     assert_untouched(app, redis_client, order)
+
+
+# --- every refusal is audited, logged and counted ------------------------------------------------
+
+
+def last_event_id(app) -> int:
+    with app.app_context():
+        last = db.session.execute(db.select(db.func.max(PaymentEvent.id))).scalar()
+        db.session.remove()
+    return last or 0
+
+
+def events_after(app, event_id: int) -> list[tuple]:
+    """(outcome, reason, body_sha256, order_id) of each payment_events row written since."""
+    with app.app_context():
+        rows = db.session.execute(
+            db.select(PaymentEvent).where(PaymentEvent.id > event_id).order_by(PaymentEvent.id)
+        ).scalars()
+        found = [(e.outcome, e.reason, e.body_sha256, e.order_id) for e in rows]
+        db.session.remove()
+    return found
+
+
+def webhooks_counted(outcome: str) -> float:
+    return REGISTRY.get_sample_value("orderwait_webhooks_total", {"outcome": outcome}) or 0.0
+
+
+def sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def unsigned(body: bytes) -> tuple[bytes, dict]:
+    return body, {"Content-Type": "application/json"}
+
+
+def signed(body: bytes, content_type: str | None = "application/json") -> tuple[bytes, dict]:
+    return body, signed_headers(body, content_type)
+
+
+OVER_THE_LIMIT = 64 * 1024 + 1  # MAX_BODY_BYTES' default, plus one
+
+# (the request for an order number, its status, the reason audited, the hash audited)
+REFUSALS = [
+    pytest.param(
+        lambda ref: unsigned(callback_body(ref)),
+        401,
+        "missing or invalid signature",
+        sha256,
+        id="signature-missing",
+    ),
+    pytest.param(
+        lambda ref: (callback_body(ref), signature_for(callback_body(ref), "not-the-secret")),
+        401,
+        "missing or invalid signature",
+        sha256,
+        id="signature-wrong",
+    ),
+    pytest.param(
+        lambda ref: signed(b'{"status": true, "response": ', "text/plain"),
+        400,
+        "JSON",
+        sha256,
+        id="not-json",
+    ),
+    pytest.param(
+        lambda ref: signed(callback_body(ref, amount="300"), None),
+        400,
+        "Amount",
+        sha256,
+        id="invalid-body",
+    ),
+    pytest.param(
+        lambda ref: signed(callback_body(UNKNOWN_REFERENCE)),
+        404,
+        "unknown order reference",
+        sha256,
+        id="unknown-order",
+    ),
+    pytest.param(
+        lambda ref: signed(callback_body(ref, Padding="x" * OVER_THE_LIMIT)),
+        413,
+        "body too large: Content-Length",
+        lambda body: sha256(b""),  # refused on its Content-Length, before a byte was read
+        id="too-large",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_for", "status", "reason", "hashed"), REFUSALS)
+def test_each_refusal_leaves_one_rejected_event_a_log_line_and_a_count(
+    app, client, redis_client, caplog, request_for, status, reason, hashed
+):
+    order = create_order(client)
+    body, headers = request_for(order["orderNumber"])
+    before, rejected_before = last_event_id(app), webhooks_counted("rejected")
+    caplog.set_level(logging.INFO, logger="app.payments.services")
+
+    response = client.post(CALLBACK, data=body, headers=headers)
+
+    assert_error(response, status)
+    events_written = events_after(app, before)
+    assert len(events_written) == 1, events_written
+    outcome, audited_reason, audited_sha256, order_id = events_written[0]
+    assert outcome == "rejected"
+    assert reason in audited_reason
+    assert audited_sha256 == hashed(body)
+    assert order_id is None
+    assert webhooks_counted("rejected") == rejected_before + 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.payments.services"]
+    assert lines == [f"webhook rejected: {audited_reason}"]
+    assert_untouched(app, redis_client, order)
+
+
+# --- a body without a Content-Length (chunked) ---------------------------------------------------
+
+
+class Dribble:
+    """A de-chunked wsgi.input as gunicorn gives it: `body` then, if `endless`, "x" without
+    end; at most `piece` bytes per read. Counts what the application read."""
+
+    def __init__(self, body: bytes, *, endless: bool = False, piece: int = 1000):
+        self.body, self.endless, self.piece = body, endless, piece
+        self.taken = 0
+
+    def read(self, size: int = -1) -> bytes:
+        assert size is not None and size >= 0, "an unbounded read of a chunked body"
+        size = min(size, self.piece)
+        data = self.body[self.taken : self.taken + size]
+        if self.endless:
+            data += b"x" * (size - len(data))
+        self.taken += len(data)
+        return data
+
+
+def post_chunked(app, path: str, stream: Dribble, headers: dict) -> tuple[str, dict]:
+    """POST `stream` as a server does a chunked body: no CONTENT_LENGTH, the stream ended by
+    the server (wsgi.input_terminated). Returns the status line and the JSON answer."""
+    environ = EnvironBuilder(
+        path=path, method="POST", headers={"Transfer-Encoding": "chunked", **headers}
+    ).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": stream, "wsgi.input_terminated": True})
+    answer, status, _headers = run_wsgi_app(app, environ, buffered=True)
+    return status, json.loads(b"".join(answer))
+
+
+def test_a_signed_chunked_callback_without_content_type_is_accepted(app):
+    client = app.test_client()
+    order = create_order(client)
+    body = callback_body(order["orderNumber"])
+
+    status, answer = post_chunked(app, CALLBACK, Dribble(body, piece=7), signed_headers(body, None))
+
+    assert status.startswith("200"), answer
+    assert stored(app, order["orderId"])["paymentStatus"] == "completed"
+
+
+def test_an_endless_chunked_callback_is_413_after_reading_one_byte_past_the_limit(
+    app, redis_client
+):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    client = app.test_client()
+    order = create_order(client)
+    start = callback_body(order["orderNumber"])[:-2] + b', "Padding": "'
+    stream = Dribble(start, endless=True)
+    before = last_event_id(app)
+
+    status, answer = post_chunked(app, CALLBACK, stream, {"X-Webhook-Signature": "sha256=00"})
+
+    assert status.startswith("413"), answer
+    assert answer["success"] is False
+    assert stream.taken == limit + 1
+    read = (start + b"x" * limit)[: limit + 1]
+    [(outcome, reason, body_sha256, _)] = events_after(app, before)
+    assert (outcome, body_sha256) == ("rejected", sha256(read))
+    assert reason == f"body too large: over {limit} bytes; body_sha256 is of its first {limit + 1}"
+    assert_untouched(app, redis_client, order)
+
+
+def test_an_endless_chunked_order_is_413_after_reading_one_byte_past_the_limit(app):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    stream = Dribble(json.dumps(order_body())[:-1].encode() + b', "padding": "', endless=True)
+    with app.app_context():
+        orders_before = db.session.execute(db.select(db.func.count(Order.id))).scalar()
+        db.session.remove()
+
+    status, answer = post_chunked(app, "/api/orders", stream, {"Content-Type": "application/json"})
+
+    assert status.startswith("413"), answer
+    assert stream.taken == limit + 1
+    with app.app_context():
+        assert db.session.execute(db.select(db.func.count(Order.id))).scalar() == orders_before
+        db.session.remove()
