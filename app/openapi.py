@@ -23,6 +23,7 @@ from app.health import Health, Readiness
 from app.orders.schemas import CreatedOrder, NewOrder, Order, WaitAnswer, WaitQuery
 from app.pages.simulate import SimulateRequest
 from app.payments.schemas import CallbackBody, CallbackOutcome
+from app.realtime.websocket import Handshake
 from app.responses import DEFAULT_RETRY_AFTER, ErrorBody
 
 JSON = "application/json"
@@ -133,16 +134,6 @@ LAST_EVENT_ID = [
         "schema": EVENT_ID,
     },
 ]
-# The handshake's request headers (RFC 6455): a GET without them is a 400.
-WEBSOCKET_HANDSHAKE = [
-    {"name": name, "in": "header", "required": True, "schema": schema}
-    for name, schema in [
-        ("Upgrade", {"const": "websocket"}),
-        ("Connection", {"const": "Upgrade"}),
-        ("Sec-WebSocket-Version", {"const": "13"}),
-        ("Sec-WebSocket-Key", {"type": "string", "pattern": "^[A-Za-z0-9+/]{22}==$"}),
-    ]
-]
 ORDER_SECURITY = [{"orderBearer": []}, {"orderToken": []}]
 ADMIN_SECURITY = [{"adminBearer": []}, {"adminToken": []}]
 SECURITY_SCHEMES = {
@@ -172,28 +163,28 @@ SECURITY_SCHEMES = {
 }
 
 
-def query_parameters(model) -> list[dict]:
-    """A query model's fields as OpenAPI parameters, each with its generated schema (a query
-    parameter is absent, never null: the null branch of an optional field is left out)."""
+def parameters(model, where: str) -> list[dict]:
+    """A model's fields as OpenAPI parameters `in` query or header, each with its generated
+    schema (a parameter is absent, never null: an optional field's null branch is left out)."""
     generated = model.model_json_schema(ref_template=REF)
     required = set(generated.get("required", []))
-    parameters = []
+    found = []
     for name, schema in copy.deepcopy(generated["properties"]).items():
         description = schema.pop("description", "")
         schema.pop("default", None)
         schema.pop("title", None)
         if "anyOf" in schema:
             (schema,) = [branch for branch in schema.pop("anyOf") if branch != {"type": "null"}]
-        parameters.append(
+        found.append(
             {
                 "name": name,
-                "in": "query",
+                "in": where,
                 "required": name in required,
                 "description": description,
                 "schema": schema,
             }
         )
-    return parameters
+    return found
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -299,7 +290,7 @@ def paths() -> dict:
                     **errors(400),
                     **order_errors,
                 },
-                parameters=query_parameters(WaitQuery),
+                parameters=parameters(WaitQuery, "query"),
             ),
         },
         "/api/orders/{order_id}/events": {
@@ -338,7 +329,7 @@ def paths() -> dict:
                 "current state, each version once and in order, then live ones; closes 1000 "
                 "after a terminal one, 1001 when the server stops (reconnect with "
                 "`lastEventId`). Pings every SSE_HEARTBEAT_INTERVAL.",
-                parameters=[*WEBSOCKET_HANDSHAKE, LAST_EVENT_ID[1]],
+                parameters=[*parameters(Handshake, "header"), LAST_EVENT_ID[1]],
             ),
         },
         "/api/payhero/callback": {

@@ -59,14 +59,15 @@ def query_integer(**limits) -> Any:
     return Annotated[int, Strict(), bounds.Interval(**limits), BeforeValidator(_integer_text)]
 
 
-# An SSE event id (Last-Event-ID, lastEventId): the version or sequence number last received.
-EVENT_ID = r"^-?[0-9]{1,12}$"
+# An SSE event id (Last-Event-ID, lastEventId): the version or sequence number last received;
+# empty is none, as an EventSource that has received no id would mean by it.
+EVENT_ID = r"^(-?[0-9]{1,12})?$"
 _EVENT_ID = re.compile(EVENT_ID)
 
 
 def event_id(raw: str | None, label: str) -> int | None:
     """The event id a reconnecting client sends; None when it sends none."""
-    if raw is None:
+    if not raw:
         return None
     if not _EVENT_ID.fullmatch(raw):
         raise ValidationError.of_fields([(label, "must be an integer of at most 12 digits")])

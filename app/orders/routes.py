@@ -7,6 +7,7 @@ import json
 
 from flask import current_app, g, jsonify, request
 
+from app import validation
 from app.plain_wsgi import plain_route, query_args
 from app.ratelimit import limiter, order_creation_limit, order_creation_unlimited
 from app.realtime import sse, websocket
@@ -51,7 +52,7 @@ def events(order_id: str):
     stream = order_updates(
         order_id,
         token_from_request(request),
-        sse.last_event_id(request),
+        lambda: sse.last_event_id(request),
         heartbeat=current_app.config["SSE_HEARTBEAT_INTERVAL"],
     )
     if stream is None:
@@ -77,9 +78,15 @@ def open_order_socket():
     g.order_updates = order_updates(
         request.view_args["order_id"],
         token_from_request(request),
-        request.args.get("lastEventId"),
+        _socket_request_last_id,
         heartbeat=current_app.config["SSE_HEARTBEAT_INTERVAL"],
     )
+
+
+def _socket_request_last_id() -> int | None:
+    """Once the token opened the order: the handshake's headers, then `?lastEventId=`."""
+    websocket.check_handshake(request.headers)
+    return validation.event_id(request.args.get("lastEventId"), "lastEventId")
 
 
 @socket_bp.teardown_request

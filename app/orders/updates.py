@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from app.realtime import Watch, current_hub
 from app.realtime.connections import Connection
 from app.realtime.hub import SHUTDOWN
-from app.validation import event_id
 
 from . import events, reads
 from .models import TERMINAL_PAYMENT_STATUSES
@@ -20,19 +19,24 @@ GOING_AWAY = "going-away"  # the worker is stopping: the client reconnects elsew
 
 
 def order_updates(
-    order_id: str, token: str | None, last_event_id: str | None, heartbeat: float
+    order_id: str,
+    token: str | None,
+    read_last_id: Callable[[], int | None],
+    heartbeat: float,
 ) -> tuple[Watch, Callable[[Connection], Iterator[dict | str]]] | None:
     """Authorize and subscribe now; return the watch and the order's updates, or None when
     the order is settled and the client has its last event already (nothing will ever come).
 
-    The updates replay the buffered events newer than `last_event_id` (and the current state
+    `read_last_id` reads the client's last event id from the request once the token has
+    opened the order (credentials are checked before anything else of a request). The
+    updates replay the buffered events newer than it (and the current state
     when the buffer does not reach it), then live events, each version once and in order,
     until a terminal one; IDLE after each quiet `heartbeat`, GOING_AWAY (and the end) when
     the worker stops. The watch is registered before the buffer is read, so nothing falls
     between. SSE and WebSocket routes frame the same updates.
     """
     reads.check_order_request(order_id, token)
-    last_id = event_id(last_event_id, "Last-Event-ID")
+    last_id = read_last_id()
     hub = current_hub()
     watch = hub.watch(events.channel(order_id))
     try:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 
 from flask import Response, stream_with_context
 
+from app.validation import event_id
+
 from .connections import Connection, registry
 
 
@@ -36,9 +38,12 @@ def comment(text: str) -> str:
 HEARTBEAT = comment("heartbeat")
 
 
-def last_event_id(request) -> str | None:
-    """The `Last-Event-ID` header an EventSource sends on reconnect, or `?lastEventId=`."""
-    return request.headers.get("Last-Event-ID") or request.args.get("lastEventId") or None
+def last_event_id(request) -> int | None:
+    """The `Last-Event-ID` header an EventSource sends on reconnect, else `?lastEventId=`;
+    either, when malformed, is a 400 (even when the other one would do)."""
+    header = event_id(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+    query = event_id(request.args.get("lastEventId"), "lastEventId")
+    return header if header is not None else query
 
 
 def serve(

@@ -11,11 +11,14 @@ seconds is closed by simple-websocket, which the reader sees like any other depa
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import gevent
 from flask_sock import Sock
+from pydantic import Field
 from simple_websocket import ConnectionClosed
+
+from app.validation import Model, validated
 
 from .connections import Connection, registry
 
@@ -30,6 +33,39 @@ class Close(NamedTuple):
 
     code: int
     reason: str
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+_ASCII = r"[\t\x20-\x7e]"
+_TOKEN_LIST_WITH_UPGRADE = rf"^({_ASCII}*,)?[ \t]*{_any_case('upgrade')}[ \t]*(,{_ASCII}*)?$"
+
+
+class Handshake(Model):
+    """The opening request's headers (RFC 6455 4.1), checked before the upgrade so that a
+    malformed one is a 400 with the JSON error, not a failure inside the WebSocket server."""
+
+    upgrade: str = Field(alias="Upgrade", pattern=f"^{_any_case('websocket')}$")
+    connection: str = Field(
+        alias="Connection",
+        pattern=_TOKEN_LIST_WITH_UPGRADE,
+        description="A list that holds Upgrade (Firefox sends `keep-alive, Upgrade`).",
+    )
+    version: Literal["13"] = Field(alias="Sec-WebSocket-Version")
+    key: str = Field(
+        alias="Sec-WebSocket-Key",
+        pattern="^[A-Za-z0-9+/]{22}==$",
+        description="16 random bytes, base64.",
+    )
+
+
+def check_handshake(headers) -> None:
+    validated(Handshake, {name: headers.get(name) for name in HANDSHAKE_HEADERS})
+
+
+HANDSHAKE_HEADERS = [field.alias for field in Handshake.model_fields.values()]
 
 
 def init_app(app) -> None:
@@ -66,8 +102,8 @@ def _send_all(ws, messages: Iterator[str | Close]) -> None:
                 return
             ws.send(message)
         ws.close(NORMAL_CLOSURE, "")
-    except ConnectionClosed:
-        pass  # the peer left first
+    except (ConnectionClosed, OSError):
+        pass  # the peer left first (a reset while closing included)
 
 
 def _read_until_closed(ws) -> None:

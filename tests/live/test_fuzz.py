@@ -573,7 +573,6 @@ def bad_webhook_requests(draw, order: dict) -> tuple[str, bytes, dict, set[int]]
                 "signature of another body",
                 "malformed signature",
                 "unknown order",
-                "not application/json",
             ]
         )
     )
@@ -630,7 +629,7 @@ def bad_webhook_requests(draw, order: dict) -> tuple[str, bytes, dict, set[int]]
                 st.just(signature[:-1]),
                 st.just("sha1=" + signature[len("sha256=") :]),
                 st.text(alphabet=string.printable.strip(), max_size=80),
-            ).filter(lambda s: s.strip() != sign(raw, WEBHOOK_SECRET))
+            ).filter(lambda s: s.strip().lower() != sign(raw, WEBHOOK_SECRET).lower())
         )
         expected = {401}
     elif what == "unknown order":
@@ -641,9 +640,6 @@ def bad_webhook_requests(draw, order: dict) -> tuple[str, bytes, dict, set[int]]
             reject()
         raw = callback_body(unknown, result_code=0, amount=300)
         signature, expected = sign(raw, WEBHOOK_SECRET), {404}
-    elif what == "not application/json":
-        content_type = draw(st.sampled_from(["text/plain", "application/x-www-form-urlencoded"]))
-        expected = {415}
     if expected == {400} and not _rejected_by(parse_callback, raw):
         reject()
     headers = {"Content-Type": content_type}
