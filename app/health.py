@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from app.extensions import db, redis_store
 from app.logs import first_line
 from app.realtime import current_hub
+from app.responses import DEFAULT_RETRY_AFTER
 
 bp = Blueprint("health", __name__)
 
@@ -63,7 +64,7 @@ def readyz():
     }
     body = {"checks": checks, "detail": {"database": database, "redis": redis}, "hub": hub}
     if checks["database"] != "ok":
-        return jsonify(status="unavailable", **body), 503
+        return jsonify(status="unavailable", **body), 503, {"Retry-After": DEFAULT_RETRY_AFTER}
     healthy = checks["redis"] == "ok" and checks["pubsub"] == "connected"
     return jsonify(status="ok" if healthy else "degraded", **body)
 

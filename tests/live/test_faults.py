@@ -308,9 +308,11 @@ def test_database_down_webhook_503_waits_served_from_cache_and_recovery(make_app
     assert response.status_code == 503
     assert response.get_json()["success"] is False
     assert "database" in response.get_json()["error"]
+    assert int(response.headers["Retry-After"]) >= 1
 
     ready = client.get("/readyz")
     assert ready.status_code == 503
+    assert int(ready.headers["Retry-After"]) >= 1
     assert ready.get_json()["checks"]["database"] == "down"
 
     # A wait is authorized and answered from the cache, and woken by the event of a change

@@ -152,6 +152,8 @@ def test_reconnecting_after_the_terminal_event_gets_nothing_and_is_not_held_open
         stream = open_stream(server, order, params={"lastEventId": "2"})
     assert stream.response.status_code == 204, stream.response.text
     assert stream.response.content == b""
+    # No content type: SSE clients refuse a 204 that says text/html.
+    assert "Content-Type" not in stream.response.headers
     assert hub_stats(server)["waiters"] == 0
 
 
