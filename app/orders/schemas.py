@@ -14,9 +14,9 @@ from app import validation as v
 
 MAX_AMOUNT = 10_000_000
 MAX_TICKETS = 100
-# The bounds of a wait's `timeout` query parameter (milliseconds); the server holds at most
-# LONGPOLL_MAX_TIMEOUT_MS of it.
-MAX_WAIT_TIMEOUT_MS = 120_000
+# A wait's `timeout` (milliseconds) may ask for any time up to this; the server holds at most
+# its LONGPOLL_MAX_TIMEOUT_MS of it, a setting, so that is no bound of the API.
+MAX_WAIT_TIMEOUT_MS = v.INT32[1]
 EMAIL = r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@\x00-\x20\x7f]+$"
 CURRENCY = r"^[A-Z]{3}$"
 PHONE = r"^\+?[0-9]{9,15}$"
@@ -45,8 +45,8 @@ class WaitQuery(v.Model):
 
     timeout: v.query_integer(ge=0, le=MAX_WAIT_TIMEOUT_MS) | None = Field(
         None,
-        description="Milliseconds to hold (default LONGPOLL_DEFAULT_TIMEOUT_MS), at most "
-        "LONGPOLL_MAX_TIMEOUT_MS of them.",
+        description="Milliseconds to hold (default LONGPOLL_DEFAULT_TIMEOUT_MS); the server "
+        "holds at most LONGPOLL_MAX_TIMEOUT_MS (120,000 unless set) of them.",
     )
     since: v.query_integer(ge=0, le=v.INT32[1]) | None = Field(
         None,
