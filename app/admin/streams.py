@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,9 +26,19 @@ def open_stream(token: str) -> tuple[str, callable]:
     lease = limiter.acquire(token, f"{WORKER_ID}:{uuid.uuid4().hex}")
     if lease is None:
         raise TooManyRequests(
-            f"at most {limiter.limit} open streams per admin token; close one and retry"
+            f"at most {limiter.limit} open streams per admin token; close one and retry",
+            retry_after=retry_after(),
         )
     return lease, lambda: limiter.release(token, lease)
+
+
+def retry_after() -> int:
+    """Seconds a refused stream should wait: one heartbeat interval. A closing client gives
+    its slot back at once, so a refusal means the token's streams are open. Slots still
+    come free by the heartbeat: a stream whose client left unseen ends when a heartbeat's
+    write fails, a dead worker's lease lapses after three intervals. A retry each interval
+    finds those soon, and retrying faster would only meet the same open streams."""
+    return max(1, math.ceil(current_app.config["SSE_HEARTBEAT_INTERVAL"]))
 
 
 class LeaseKeeper:

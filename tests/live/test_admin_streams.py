@@ -7,6 +7,7 @@ orders table is shared by the whole run, so statistics are compared as differenc
 """
 
 import json
+import math
 import os
 import signal
 import time
@@ -115,9 +116,12 @@ def realtime_stats(server, token=ADMIN) -> dict:
 
 
 def assert_refused(stream: SseStream, status: int) -> None:
-    """A stream request answered with a JSON error instead of a stream."""
+    """A stream request answered with a JSON error instead of a stream; a 429 says to retry
+    after one heartbeat interval, in whole seconds."""
     assert not stream.is_stream, f"expected {status}, got an open stream"
     assert_json_error(stream.response, status)
+    if status == 429:
+        assert stream.response.headers["Retry-After"] == str(math.ceil(HEARTBEAT))
 
 
 def next_sync(stream: SseStream, timeout: float) -> tuple[Frame, dict]:
