@@ -2,8 +2,9 @@
 
 Each worker writes its counts to one Redis hash every few seconds (presence), so any worker
 can report totals for the whole deployment; an entry not refreshed for three intervals is a
-worker that is gone. The per-token limit is a sorted set of stream leases, refreshed by the
-stream's heartbeat, so a crashed worker's streams expire instead of counting forever.
+worker that is gone. The per-token limit is a sorted set of stream leases: a stream gives
+its lease back when it ends, at once when its client leaves (`sse.Departure`); the lease's
+expiry, pushed back by the stream's heartbeat, only covers a worker that died.
 """
 
 from __future__ import annotations
