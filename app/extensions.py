@@ -6,7 +6,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-from app.realtime.redis_adapter import connection_class_for
+from app.realtime.redis_target import RedisTarget
 
 # Stable constraint names, so Alembic revisions are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -36,10 +36,9 @@ class RedisStore:
 
     def init_app(self, app) -> None:
         cfg = app.config
-        # Only where one is chosen: an explicit class would override rediss://'s TLS one.
-        chosen = connection_class_for(cfg["REDIS_URL"])
-        pool = redis.BlockingConnectionPool.from_url(
-            cfg["REDIS_URL"],
+        target = app.extensions["redis_target"] = RedisTarget.from_config(cfg)
+        pool = target.pool(
+            blocking=True,
             max_connections=cfg["REDIS_POOL_SIZE"],
             timeout=cfg["REDIS_SOCKET_TIMEOUT"],
             socket_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
@@ -47,7 +46,6 @@ class RedisStore:
             socket_keepalive=True,
             decode_responses=True,
             client_name="orderwait:cmd",
-            **({"connection_class": chosen} if chosen else {}),
         )
         app.extensions["redis"] = redis.Redis(connection_pool=pool)
 

@@ -48,6 +48,9 @@ hub_connected = Gauge(
     multiprocess_mode="livesum",
 )
 hub_reconnects = Counter(_PREFIX + "hub_reconnects", "Pub/sub connections re-established")
+redis_primary_changes = Counter(
+    _PREFIX + "redis_primary_changes", "Times the hub found Redis's primary moved (failovers)"
+)
 fallback_mode_seconds = Counter(
     _PREFIX + "fallback_mode_seconds", "Seconds workers spent on database polling, Redis away"
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .reader import setting
+from .reader import ConfigError, setting
 
 
 def normalize_database_url(url: str) -> str:
@@ -106,12 +106,37 @@ class Redis:
     connect_timeout: float = setting(
         "REDIS_CONNECT_TIMEOUT", 0.5, "seconds a Redis connection attempt may take"
     )
+    sentinels: tuple[str, ...] = setting(
+        "REDIS_SENTINELS",
+        (),
+        "comma-separated host:port of Redis Sentinels: every connection goes to the primary "
+        "they name (REDIS_URL gives only the database and password)",
+    )
+    sentinel_master: str = setting(
+        "REDIS_SENTINEL_MASTER", "", "the name the sentinels monitor the primary by"
+    )
+    sentinel_password: str = setting(
+        "REDIS_SENTINEL_PASSWORD", "", "the sentinels' own password, if they have one"
+    )
     # The step towards a Redis Cluster.
     sharded_pubsub: bool = setting(
         "REDIS_SHARDED_PUBSUB",
         False,
         "order channels on sharded pub/sub (`SPUBLISH`, `docs/SCALING.md`); all must agree",
     )
+
+    def __post_init__(self):
+        if bool(self.sentinels) != bool(self.sentinel_master):
+            raise ConfigError(
+                "bad configuration:\n  REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: "
+                "the sentinels, and the name they know the primary by"
+            )
+        for address in self.sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(
+                    f"bad configuration:\n  REDIS_SENTINELS={address!r}: not host:port"
+                )
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def init_app(app) -> None:
     the server worker starts). Needs the Redis command client to be bound already."""
     cfg = app.config
     hub = app.extensions["hub"] = Hub(
-        cfg["REDIS_URL"],
+        app.extensions["redis_target"],
         publisher=app.extensions["redis"],
         poll_interval=cfg["FALLBACK_DB_POLL_INTERVAL"],
         canary_interval=cfg["HUB_CANARY_INTERVAL"],

@@ -10,6 +10,9 @@ What is used, and why:
 - the text of BlockingConnectionPool's "no connection free" error, which has no type of its own.
 - RESP2 (`protocol=2`) for the pub/sub connection, read with the connection's raw
   `send_command` / `read_response`: pub/sub frames come back as plain arrays.
+- redis.sentinel's SentinelConnectionPool combined with BlockingConnectionPool by multiple
+  inheritance (BlockingSentinelPool): redis-py has no bounded pool for Sentinel, and the two
+  only meet in ConnectionPool's constructor and `reset`, which both pass on with super().
 
 Why the reader waits on its own watcher: redis-py's `can_read(timeout)` polls the socket
 through gevent's `select.poll`, which wakes the caller by setting an Event: the reader then
@@ -22,9 +25,7 @@ readable, the reader runs before any other greenlet woken by the same pass.
 
 from __future__ import annotations
 
-import functools
 import select
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import gevent
@@ -32,6 +33,7 @@ import redis
 from gevent import monkey
 from gevent.hub import get_hub
 from redis.exceptions import RedisError
+from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
 
 # The redis-py releases this module was checked against: lowest and highest, inclusive.
 VERIFIED_REDIS_PY = ((8, 0, 0), (8, 2, 0))
@@ -41,16 +43,13 @@ READ = 1  # libev's EV_READ
 _POOL_EXHAUSTED = "No connection available."
 
 
-def pubsub_connection_factory(
-    redis_url: str, *, connect_timeout: float, socket_timeout: float
-) -> Callable[[], redis.Connection]:
-    """Builds the hub's pub/sub connections, unconnected: each is read with read_response.
+def pubsub_connection_options(*, connect_timeout: float, socket_timeout: float) -> dict:
+    """The options of the hub's pub/sub connections, each read with read_response.
 
     Reads wait in FrameWaiter with their own timeout; socket_timeout bounds the connect
     handshake, writes and the rest of a frame, so a frozen server cannot hang the hub.
     """
-    pool = redis.ConnectionPool.from_url(
-        redis_url,
+    return dict(
         decode_responses=True,
         socket_connect_timeout=connect_timeout,
         socket_timeout=socket_timeout,
@@ -62,7 +61,6 @@ def pubsub_connection_factory(
         # RESP3 (redis-py 8's default) they are push frames it hands to a handler instead.
         protocol=2,
     )
-    return functools.partial(pool.connection_class, **pool.connection_kwargs)
 
 
 def pool_exhausted(exc: RedisError) -> bool:
@@ -150,3 +148,16 @@ def _readable_now(sock) -> bool:
 def connection_class_for(url: str) -> type[redis.Connection] | None:
     """CheckedWithoutYielding for plain TCP (redis://); None (redis-py's choice) otherwise."""
     return CheckedWithoutYielding if urlsplit(url).scheme == "redis" else None
+
+
+class SentinelCheckedWithoutYielding(SentinelManagedConnection, CheckedWithoutYielding):
+    """A connection to the primary Sentinel names, checked as CheckedWithoutYielding."""
+
+
+class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """At most `max_connections` connections to the primary Sentinel names; callers wait
+    `timeout` for one to free up, as with the single server's BlockingConnectionPool."""
+
+    def __init__(self, service_name, sentinel_manager, **options):
+        options.setdefault("connection_class", SentinelCheckedWithoutYielding)
+        super().__init__(service_name, sentinel_manager, **options)

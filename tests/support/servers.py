@@ -84,7 +84,7 @@ def flask_db_upgrade(env: dict) -> None:
 class RedisServer:
     """A redis-server of a test's own, so it can be stopped without touching the shared one."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, *, replica_of: int | None = None):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.port = port or free_port()
@@ -102,6 +102,7 @@ class RedisServer:
                 "no",
                 "--loglevel",
                 "warning",
+                *(["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

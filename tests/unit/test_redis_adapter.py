@@ -11,14 +11,18 @@ import uuid
 
 import pytest
 import redis
+from redis.sentinel import Sentinel
 
 from app.realtime.redis_adapter import (
     VERIFIED_REDIS_PY,
+    BlockingSentinelPool,
     CheckedWithoutYielding,
     FrameWaiter,
+    SentinelCheckedWithoutYielding,
     pool_exhausted,
-    pubsub_connection_factory,
+    pubsub_connection_options,
 )
+from app.realtime.redis_target import RedisTarget
 
 
 def version(text: str) -> tuple[int, int, int]:
@@ -28,7 +32,8 @@ def version(text: str) -> tuple[int, int, int]:
 
 @pytest.fixture
 def pubsub_conn(redis_url):
-    conn = pubsub_connection_factory(redis_url, connect_timeout=1.0, socket_timeout=2.0)()
+    options = pubsub_connection_options(connect_timeout=1.0, socket_timeout=2.0)
+    conn = RedisTarget(redis_url).connection_factory(**options)()
     conn.connect()
     yield conn
     conn.disconnect()
@@ -90,3 +95,19 @@ def test_can_read_is_still_the_method_the_pool_checks_with():
     assert list(parameters) == ["self", "timeout"]
     assert parameters["timeout"].default == 0
     assert issubclass(CheckedWithoutYielding, redis.Connection)
+
+
+def test_the_bounded_sentinel_pool_is_both_a_sentinel_pool_and_a_blocking_one():
+    """BlockingSentinelPool combines redis-py's two pools by inheritance: this fails when
+    either stops passing construction and reset on to the other."""
+    sentinel = Sentinel([("127.0.0.1", 1)])  # never asked: no connection is made here
+    pool = BlockingSentinelPool("m", sentinel, max_connections=2, timeout=0.05, db=3)
+    assert pool.connection_class is SentinelCheckedWithoutYielding
+    assert pool.connection_kwargs["connection_pool"] is pool.proxy  # Sentinel's part
+    assert pool.connection_kwargs["db"] == 3
+    assert pool.max_connections == 2 and pool.pool.qsize() == 2  # the blocking part
+    connection = pool.make_connection()
+    assert isinstance(connection, SentinelCheckedWithoutYielding)
+    assert connection.connection_pool is pool.proxy
+    pool.reset()
+    assert pool.proxy.master_address is None and pool.pool.qsize() == 2

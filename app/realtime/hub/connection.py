@@ -18,9 +18,10 @@ from gevent.lock import Semaphore
 from redis.exceptions import RedisError
 
 from app import metrics
-from app.logs import fields, redact_url
+from app.logs import fields
 
-from ..redis_adapter import FrameWaiter, pubsub_connection_factory
+from ..redis_adapter import FrameWaiter, pubsub_connection_options
+from ..redis_target import RedisTarget
 from .canary import Canary
 from .registry import CHANNEL, PATTERN, SHARD, Subscriptions, deliver
 
@@ -32,7 +33,7 @@ _CONFIRMATION_KIND = {"subscribe": CHANNEL, "psubscribe": PATTERN, "ssubscribe":
 class PubSubConnection:
     def __init__(
         self,
-        redis_url: str,
+        target: RedisTarget,
         subscriptions: Subscriptions,
         canary: Canary,
         *,
@@ -42,14 +43,16 @@ class PubSubConnection:
         connect_timeout: float,
         socket_timeout: float,
     ):
-        self.redis_url = redis_url
+        self.target = target
         self._subs = subscriptions
         self._canary = canary
         self._on_reconnect = on_reconnect  # publishes made while we were away are lost
         self._poll_interval = poll_interval  # only for what the log says about the fallback
         self._reconnect_max_delay = reconnect_max_delay
-        self._new_connection = pubsub_connection_factory(
-            redis_url, connect_timeout=connect_timeout, socket_timeout=socket_timeout
+        self._new_connection = target.connection_factory(
+            **pubsub_connection_options(
+                connect_timeout=connect_timeout, socket_timeout=socket_timeout
+            )
         )
         self._conn = None
         self._write_lock = Semaphore()
@@ -57,6 +60,10 @@ class PubSubConnection:
         self.redis_down = False  # True once a connection attempt failed, until one succeeds
         self.first_attempt = Event()  # set after the first connection attempt, either way
         self.reconnects = 0
+        # The server the connection last reached ("host:port"), and how often that changed:
+        # under Sentinel, a failover.
+        self.primary: str | None = None
+        self.primary_changes = 0
         self._fallback_since: float | None = None  # while on database polling
 
     def send(self, *command: str) -> None:
@@ -89,7 +96,7 @@ class PubSubConnection:
                     log.warning(
                         "Redis unreachable at %s (%s): waits are answered by database polling "
                         "every %.1fs until it returns",
-                        redact_url(self.redis_url),
+                        self.target.describe(),
                         exc,
                         self._poll_interval,
                         extra=fields(event="redis.down", fallback="on"),
@@ -101,7 +108,7 @@ class PubSubConnection:
             delay = 0.1
             log.info(
                 "Redis pub/sub connected at %s: waits are answered by pub/sub",
-                redact_url(self.redis_url),
+                self.target.describe(),
                 extra=fields(event="redis.up", fallback="off"),
             )
             if announced_down:
@@ -139,12 +146,25 @@ class PubSubConnection:
             if shards:
                 conn.send_packed_command(conn.pack_commands(shards))
             self._conn = conn
+            self._note_primary(f"{conn.host}:{conn.port}")
             self._canary.reset()
             self.connected = True
             self.redis_down = False
         self.first_attempt.set()
         metrics.hub_connected.set(1)
         self.count_fallback_time(leaving=True)
+
+    def _note_primary(self, address: str) -> None:
+        if self.primary is not None and address != self.primary:
+            self.primary_changes += 1
+            metrics.redis_primary_changes.inc()
+            log.warning(
+                "Redis primary is now %s (was %s)",
+                address,
+                self.primary,
+                extra=fields(event="redis.failover", primary=address, previous=self.primary),
+            )
+        self.primary = address
 
     def mark_disconnected(self) -> None:
         with self._write_lock:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import gevent
 import redis
 
+from ..redis_target import RedisTarget
 from .canary import Canary
 from .connection import PubSubConnection
 from .poller import FallbackPoller, PollSource
@@ -39,7 +40,7 @@ log = logging.getLogger(__package__)
 class Hub:
     def __init__(
         self,
-        redis_url: str,
+        target: RedisTarget | str,
         *,
         publisher: redis.Redis | None = None,
         poll_interval: float = 2.0,
@@ -51,7 +52,11 @@ class Hub:
         confirm_timeout: float = 1.0,
         sharded: bool = False,
     ):
-        self.redis_url = redis_url
+        if isinstance(target, str):
+            target = RedisTarget(
+                target, connect_timeout=connect_timeout, socket_timeout=socket_timeout
+            )
+        self.target = target
         # Waiters' channels as sharded channels: their publishers must SPUBLISH. Handlers'
         # channels and patterns (few, deployment-wide) stay on classic pub/sub.
         self.sharded = sharded
@@ -62,17 +67,15 @@ class Hub:
         canary = Canary(
             publisher
             or redis.Redis(
-                connection_pool=redis.ConnectionPool.from_url(
-                    redis_url,
-                    socket_connect_timeout=connect_timeout,
-                    socket_timeout=socket_timeout,
+                connection_pool=target.pool(
+                    socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout
                 )
             ),
             interval=canary_interval,
             timeout=canary_timeout,
         )
         self._connection = PubSubConnection(
-            redis_url,
+            target,
             self._subs,
             canary,
             on_reconnect=self._recheck_after_reconnect,
@@ -232,5 +235,7 @@ class Hub:
             "waiters": self._subs.waiters,
             "parked": self.parked,
             "reconnects": self.reconnects,
+            "primary": self._connection.primary,
+            "primaryChanges": self._connection.primary_changes,
             "fallbackPolls": self.fallback_polls,
         }
