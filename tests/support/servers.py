@@ -89,11 +89,15 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        # Its files (a replica's synced copy, say) in a temp dir of its own, not the cwd.
+        self.folder = tempfile.mkdtemp(prefix="orderwait-redis-")
         self.proc = subprocess.Popen(
             [
                 "redis-server",
                 "--port",
                 str(self.port),
+                "--dir",
+                self.folder,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -121,6 +125,7 @@ class RedisServer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def freeze(self) -> None:
         """SIGSTOP: connections stay open and the kernel still accepts, but nothing answers."""
