@@ -19,4 +19,4 @@ def init_app(app) -> None:
         with app.app_context():
             return reads.latest_versions(order_ids)
 
-    app.extensions["hub"].add_poll_source(events.CHANNEL_PREFIX, poll)
+    app.extensions["hub"].add_poll_source(events.CHANNEL_PREFIX, poll, events.CHANNEL_SUFFIX)

@@ -15,19 +15,22 @@ from .signals import order_changed
 
 log = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "order:status:"
+# An order's channel and keys share its id as a hash tag ({...}): on a Redis Cluster they are
+# in one slot, so a webhook's publish, cache write and buffer append are one round trip to
+# one node. The same names everywhere, one server or a cluster.
+CHANNEL_PREFIX, CHANNEL_SUFFIX = "order:{", "}:status"
 
 
 def channel(order_id: str) -> str:
-    return CHANNEL_PREFIX + order_id
+    return CHANNEL_PREFIX + order_id + CHANNEL_SUFFIX
 
 
 def latest_key(order_id: str) -> str:
-    return f"order:latest:{order_id}"
+    return f"order:{{{order_id}}}:latest"
 
 
 def buffer_key(order_id: str) -> str:
-    return f"order:{order_id}:updates"
+    return f"order:{{{order_id}}}:updates"
 
 
 def message(order: Order) -> str:

@@ -6,6 +6,7 @@ import gevent
 import pytest
 
 from app.extensions import db
+from app.orders import events
 from tests.support.helpers import auth, create_order, pay, statements_run
 
 
@@ -86,7 +87,7 @@ def test_wait_since_older_version_answers_at_once(redis_client, client):
     assert body["changed"] is True and body["version"] == 1
     assert body["source"] == "cache"  # cached when the order was created
 
-    redis_client.delete(f"order:latest:{order['orderId']}")
+    redis_client.delete(events.latest_key(order["orderId"]))
     body = client.get(url, headers=auth(order)).get_json()
     assert body["changed"] is True and body["version"] == 1
     assert body["source"] == "db"
@@ -103,7 +104,7 @@ def test_wait_since_current_version_blocks(client):
 def test_wait_on_a_change_already_made_answers_from_cache(client, redis_client):
     order = create_order(client)
     pay(client, order)
-    assert redis_client.exists(f"order:latest:{order['orderId']}")
+    assert redis_client.exists(events.latest_key(order["orderId"]))
 
     started = time.monotonic()
     body = client.get(wait_url(order, timeout=10_000, since=1), headers=auth(order)).get_json()
@@ -115,7 +116,7 @@ def test_wait_on_a_change_already_made_answers_from_cache(client, redis_client):
 def test_wait_falls_back_to_db_on_cache_miss(client, redis_client):
     order = create_order(client)
     pay(client, order)
-    redis_client.delete(f"order:latest:{order['orderId']}")
+    redis_client.delete(events.latest_key(order["orderId"]))
 
     body = client.get(wait_url(order, timeout=10_000, since=1), headers=auth(order)).get_json()
     assert body["source"] == "db"
@@ -200,7 +201,7 @@ def test_wait_token_rules(client):
 def test_wait_refuses_wrong_token_even_on_a_cache_hit(client, redis_client):
     order = create_order(client)
     pay(client, order)
-    assert redis_client.exists(f"order:latest:{order['orderId']}")
+    assert redis_client.exists(events.latest_key(order["orderId"]))
     response = client.get(
         wait_url(order, timeout=0, since=1), headers={"Authorization": "Bearer forged"}
     )

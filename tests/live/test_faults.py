@@ -11,6 +11,7 @@ from sqlalchemy import event
 
 from app.config import normalize_database_url
 from app.extensions import db
+from app.orders import events
 from app.realtime.hub import Hub
 from app.realtime.publish import Publisher
 from tests.support import servers
@@ -329,7 +330,7 @@ def test_database_down_webhook_503_waits_served_from_cache_and_recovery(make_app
     assert body["changed"] is True and body["source"] == "redis"
 
     # Without a cached state there is nothing to answer from: a clear 503.
-    redis.Redis.from_url(app.config["REDIS_URL"]).delete(f"order:latest:{uncached['orderId']}")
+    redis.Redis.from_url(app.config["REDIS_URL"]).delete(events.latest_key(uncached["orderId"]))
     response = client.get(
         f"/api/orders/{uncached['orderId']}/wait?timeout=0&since=1", headers=auth(uncached)
     )

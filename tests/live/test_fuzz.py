@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from app.orders import events
 from app.orders.schemas import parse_new_order
 from app.payments.schemas import parse_callback
 from app.payments.signature import sign
@@ -747,7 +748,8 @@ def test_unknown_orders_and_wrong_tokens_all_answer_the_same_404(server):
 
 
 def buffered_events(redis_client, order: dict) -> list[dict]:
-    return [json.loads(e) for e in redis_client.lrange(f"order:{order['orderId']}:updates", 0, -1)]
+    raw = redis_client.lrange(events.buffer_key(order["orderId"]), 0, -1)
+    return [json.loads(e) for e in raw]
 
 
 def current(server, order: dict) -> dict:

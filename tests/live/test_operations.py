@@ -11,6 +11,7 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.orders import events
 from tests.support import servers
 from tests.support.helpers import CUSTOMER, WEBHOOK_SECRET, callback_body
 from tests.support.live import create, parked, pay, wait
@@ -226,7 +227,7 @@ def test_sharded_pubsub_delivers_and_resubscribes_after_redis_returns(live_serve
     server = live_server(REDIS_URL=redis_server.url, REDIS_SHARDED_PUBSUB="1")
     client = redis.Redis.from_url(redis_server.url)
     first, second = create(server), create(server)
-    channel = f"order:status:{first['orderId']}"
+    channel = events.channel(first["orderId"])
 
     held = gevent.spawn(wait, server, first)
     servers.eventually(lambda: parked(server) == 1, 10, "a wait held")
@@ -247,7 +248,7 @@ def test_sharded_pubsub_delivers_and_resubscribes_after_redis_returns(live_serve
     servers.eventually(lambda: not _hub(server)["connected"], 10, "Redis lost")
     client = redis.Redis.from_url(private_redis(redis_server.port).url)
     servers.eventually(lambda: _hub(server)["connected"], 10, "Redis back")
-    channel = f"order:status:{second['orderId']}"
+    channel = events.channel(second["orderId"])
     servers.eventually(
         lambda: client.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 1,
         5,

@@ -9,6 +9,7 @@ import time
 import pytest
 import requests
 
+from app.orders import events
 from tests.support import servers
 from tests.support.helpers import assert_json_error
 from tests.support.live import assert_stream_response, create, hub_stats, pay
@@ -168,7 +169,7 @@ def test_live_events_arrive_in_order_and_once_across_the_replay_boundary(
 
     # A second delivery of a version already sent (as the hub's re-read after a reconnect
     # makes) must not be sent again.
-    channel = f"order:status:{order['orderId']}"
+    channel = events.channel(order["orderId"])
     assert redis_client.publish(channel, first.data) == 1
 
     assert pay(server, order).status_code == 200
@@ -178,9 +179,9 @@ def test_live_events_arrive_in_order_and_once_across_the_replay_boundary(
     redis_client.publish(channel, first.data)
     redis_client.publish(channel, paid.data)
 
-    events = [first, paid] + [f for f in stream.rest(SLACK) if f.is_event]
-    assert [e.id for e in events] == ["1", "2"]
-    assert [e.json()["paymentStatus"] for e in events] == ["processing", "completed"]
+    received = [first, paid] + [f for f in stream.rest(SLACK) if f.is_event]
+    assert [e.id for e in received] == ["1", "2"]
+    assert [e.json()["paymentStatus"] for e in received] == ["processing", "completed"]
 
 
 def test_errors_are_plain_json_not_streams(live_server, redis_client):
@@ -205,13 +206,13 @@ def test_errors_are_plain_json_not_streams(live_server, redis_client):
 
     # Wrong and missing tokens leave no subscription behind.
     assert hub_stats(server)["waiters"] == 0
-    assert redis_client.pubsub_numsub(f"order:status:{order['orderId']}")[0][1] == 0
+    assert redis_client.pubsub_numsub(events.channel(order["orderId"]))[0][1] == 0
 
 
 def test_a_disconnected_client_releases_its_subscription(live_server, redis_client, open_stream):
     server = start(live_server)
     order = create(server)
-    channel = f"order:status:{order['orderId']}"
+    channel = events.channel(order["orderId"])
 
     def subscribers() -> int:
         return redis_client.pubsub_numsub(channel)[0][1]

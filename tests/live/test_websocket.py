@@ -16,6 +16,7 @@ from simple_websocket import Client as SimpleClient
 from simple_websocket import ConnectionClosed
 from simple_websocket import ConnectionError as HandshakeRefused
 
+from app.orders import events
 from tests.conftest import REDIS_URL
 from tests.support import servers
 from tests.support.live import create, pay
@@ -72,7 +73,7 @@ def next_message(client: Client, timeout: float = 5) -> dict:
 
 
 def subscribers(order: dict) -> int:
-    channel = f"order:status:{order['orderId']}"
+    channel = events.channel(order["orderId"])
     return redis.Redis.from_url(REDIS_URL).pubsub_numsub(channel)[0][1]
 
 
@@ -126,7 +127,7 @@ def test_live_events_arrive_in_order_each_once(server, redis_client):
             headers={"Authorization": f"Bearer {order['accessToken']}"},
             timeout=5,
         ).json()
-        channel = f"order:status:{order['orderId']}"
+        channel = events.channel(order["orderId"])
         # Events as the hub receives them: a repeat and a stale one are not sent again.
         sent = [(2, "processing"), (2, "processing"), (1, "processing"), (3, "processing")]
         for version, status in [*sent, (4, "completed")]:

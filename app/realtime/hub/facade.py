@@ -179,9 +179,10 @@ class Hub:
     def remove_handler(self, handler: Handler) -> None:
         self._subs.remove_handler(handler)
 
-    def add_poll_source(self, prefix: str, poll: PollSource) -> None:
-        """Let the hub poll the database for channels `prefix + id` while Redis is away."""
-        self._fallback.add_source(prefix, poll)
+    def add_poll_source(self, prefix: str, poll: PollSource, suffix: str = "") -> None:
+        """Let the hub poll the database for channels `prefix + id + suffix` while Redis is
+        away."""
+        self._fallback.add_source(prefix, poll, suffix)
 
     def poll_once(self, *, force: bool = False) -> bool:
         """Read every watched channel from the database now; False when a source failed."""

@@ -21,7 +21,7 @@ from .registry import Subscriptions, deliver
 
 log = logging.getLogger(__package__)
 
-# A poll source maps watched ids (channel names without the source's prefix) to
+# A poll source maps watched ids (channel names without the source's prefix and suffix) to
 # (version, payload) for the ids that exist; payload has the shape of a published message.
 PollSource = Callable[[list[str]], dict[str, tuple[int, str]]]
 
@@ -41,13 +41,13 @@ class FallbackPoller:
         self._watch_kind = watch_kind  # only waiters' channels are polled
         self._interval = interval
         self._confirm_timeout = confirm_timeout
-        self._sources: dict[str, PollSource] = {}
+        self._sources: dict[tuple[str, str], PollSource] = {}
         self._due = Event()  # wakes the poller before its interval is up
         self._recheck_pending = False  # a forced re-read is owed since the last reconnect
         self.polls = 0
 
-    def add_source(self, prefix: str, poll: PollSource) -> None:
-        self._sources[prefix] = poll
+    def add_source(self, prefix: str, poll: PollSource, suffix: str = "") -> None:
+        self._sources[(prefix, suffix)] = poll
 
     def request(self) -> None:
         self._due.set()
@@ -90,11 +90,13 @@ class FallbackPoller:
         Returns False when a source failed.
         """
         ok = True
-        for prefix, poll in self._sources.items():
+        for (prefix, suffix), poll in self._sources.items():
             watched = [
-                name[len(prefix) :]
+                name[len(prefix) : len(name) - len(suffix)]
                 for name in self._subs.names(self._watch_kind)
                 if name.startswith(prefix)
+                and name.endswith(suffix)
+                and len(name) > len(prefix) + len(suffix)
             ]
             if not watched:
                 continue
@@ -106,9 +108,10 @@ class FallbackPoller:
                 continue
             self.polls += 1
             for ident, (version, data) in latest.items():
-                sub = self._subs.get((self._watch_kind, prefix + ident))
+                name = prefix + ident + suffix
+                sub = self._subs.get((self._watch_kind, name))
                 if sub is None or (sub.polled_version == version and not force):
                     continue
                 sub.polled_version = version
-                deliver(sub, prefix + ident, data, "poll", time.monotonic())
+                deliver(sub, name, data, "poll", time.monotonic())
         return ok
