@@ -98,3 +98,33 @@ def test_a_primary_killed_under_held_waits_is_followed_and_no_wait_is_lost(live_
     )
     metrics = requests.get(server.url + "/metrics", timeout=5).text
     assert "orderwait_redis_primary_changes_total 1.0" in metrics
+
+
+def test_a_planned_failover_moves_the_hub_to_the_new_primary_with_no_wait_lost(
+    live_server, sentinels
+):
+    """SENTINEL FAILOVER: the old primary lives on as a replica. The hub must not stay
+    subscribed there unknowingly: it ends on the new primary, and waits are answered."""
+    server = start(live_server, sentinels)
+    eventually(lambda: hub(server)["connected"], 10, "the hub on pub/sub")
+    orders = [create(server) for _ in range(10)]
+    waits = [gevent.spawn(wait_live, server, order, timeout_ms=30_000) for order in orders]
+    eventually(lambda: hub(server)["parked"] == len(orders), 15, "waits held")
+
+    assert sentinels.sentinels[0].client().sentinel_failover(MASTER_NAME)
+    eventually(lambda: sentinels.master_port() == sentinels.replica.port, 20, "the switch")
+    new_primary = f"127.0.0.1:{sentinels.replica.port}"
+    eventually(
+        lambda: (lambda h: h["connected"] and h["primary"] == new_primary)(hub(server)),
+        15,
+        "the hub on the new primary",
+    )
+    for order in orders:
+        assert pay(server, order).status_code == 200
+    gevent.joinall(waits, timeout=15)
+    for order, held in zip(orders, waits, strict=True):
+        assert held.ready() and held.value is not None, "a wait was never answered"
+        answer = held.value.json()
+        assert answer["orderId"] == order["orderId"]
+        assert (answer["changed"], answer["paymentStatus"]) == (True, "completed")
+    assert hub(server)["primaryChanges"] == 1
