@@ -2,14 +2,13 @@
 redis-server on a free loopback port with its files in a temp dir, torn down after."""
 
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import redis
 
-from tests.support.servers import RedisServer, free_port, wait_until
+from tests.support.servers import RedisServer, answers_ping, free_port, wait_until
 
 MASTER_NAME = "orderwait"
 # Short, so a test sees a failover in seconds: the primary is down after 1 s of silence,
@@ -38,15 +37,7 @@ class Sentinel:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self._answers, 10, message=f"sentinel on {self.port}")
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        wait_until(lambda: answers_ping(self.port), 10, message=f"sentinel on {self.port}")
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)

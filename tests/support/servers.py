@@ -81,6 +81,16 @@ def flask_db_upgrade(env: dict) -> None:
     )
 
 
+def answers_ping(port: int) -> bool:
+    """A redis-server (or sentinel) on this loopback port answers PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 class RedisServer:
     """A redis-server of a test's own, so it can be stopped without touching the shared one."""
 
@@ -111,15 +121,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self._answers, 10, message=f"redis-server on {self.port}")
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        wait_until(lambda: answers_ping(self.port), 10, message=f"redis-server on {self.port}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
