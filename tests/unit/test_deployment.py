@@ -101,3 +101,37 @@ def test_gunicorn_settings_hold_ten_thousand_waits_per_worker():
     assert settings["timeout"] * 1000 > Waits.longpoll_max_timeout_ms
     assert settings["bind"] == "0.0.0.0:9123"
     assert settings["workers"] == 3
+
+
+def test_compose_has_a_sentinel_profile_the_apps_follow_when_told():
+    spec = compose()
+    services = spec["services"]
+    sentinels = ("sentinel1", "sentinel2", "sentinel3")
+    for name in (*sentinels, "redis-replica"):
+        assert services[name]["profiles"] == ["sentinel"], name
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["redis-replica"]["command"][:4] == [
+        "redis-server",
+        "--replicaof",
+        "redis",
+        "6379",
+    ]
+    script = services["sentinel1"]["command"][-1]
+    assert "sentinel monitor orderwait redis 6379 2" in script  # a quorum of two of three
+    assert "sentinel resolve-hostnames yes" in script
+    assert all(services[name]["command"] == services["sentinel1"]["command"] for name in sentinels)
+    # Off unless asked for: the apps pass the two settings through, empty by default.
+    for name in (*APPS, "migrate"):
+        env = services[name]["environment"]
+        assert env["REDIS_SENTINELS"] == "${REDIS_SENTINELS:-}"
+        assert env["REDIS_SENTINEL_MASTER"] == "${REDIS_SENTINEL_MASTER:-}"
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (.ci/run installs it)")
+    result = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "--profile", "sentinel", "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
