@@ -100,6 +100,20 @@ def money(maximum: int) -> Any:
     ]
 
 
+def _exact(value: float) -> Decimal:
+    return Decimal(str(value))
+
+
+def exact_amount(maximum: int) -> Any:
+    """A positive amount up to `maximum`, kept exactly as sent (a provider's report of what
+    was paid: compared with the order's total, never rounded to match it)."""
+    return Annotated[
+        float,
+        Field(gt=0, le=maximum, allow_inf_nan=False),
+        AfterValidator(_exact),
+    ]
+
+
 def parse_json(raw: bytes):
     """A request body as JSON; anything unreadable (even nested past recursion) is a 400."""
     try:

@@ -131,6 +131,12 @@ class Redis:
                 "bad configuration:\n  REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: "
                 "the sentinels, and the name they know the primary by"
             )
+        if self.sentinels and self.url.startswith("rediss://"):
+            # The Sentinel connections here are plain TCP: a TLS URL would be downgraded.
+            raise ConfigError(
+                "bad configuration:\n  REDIS_SENTINELS with a rediss:// REDIS_URL: TLS to "
+                "Sentinel-managed primaries is not supported; use redis:// on a private network"
+            )
         for address in self.sentinels:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():

@@ -17,9 +17,11 @@ MAX_TICKETS = 100
 # A wait's `timeout` (milliseconds) may ask for any time up to this; the server holds at most
 # its LONGPOLL_MAX_TIMEOUT_MS of it, a setting, so that is no bound of the API.
 MAX_WAIT_TIMEOUT_MS = v.INT32[1]
-EMAIL = r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@\x00-\x20\x7f]+$"
+# What people type may come with spaces around it (a phone keyboard adds one after an
+# email): the patterns admit them, the value is kept without them. Lengths count them.
+EMAIL = r"^ *[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@\x00-\x20\x7f]+ *$"
 CURRENCY = r"^[A-Z]{3}$"
-PHONE = r"^\+?[0-9]{9,15}$"
+PHONE = r"^ *\+?[0-9]{9,15} *$"
 
 
 class Camel(BaseModel):
@@ -37,7 +39,7 @@ class NewOrder(v.Model, Camel):
     currency: v.text(3, pattern=CURRENCY) = "KES"
     ticket_count: v.integer(ge=1, le=MAX_TICKETS) = 1
     customer: Customer
-    phone: v.text(16, pattern=PHONE) | None = None
+    phone: v.text(18, pattern=PHONE) | None = None
 
 
 class WaitQuery(v.Model):

@@ -5,7 +5,7 @@ The callback is validated by these models and the OpenAPI document is generated 
 
 import re
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -13,10 +13,11 @@ from app import validation as v
 
 # ResultCode -> paymentStatus; every other code is a failure.
 CANCELLED_CODES = frozenset({1, 1032})
-# A code sent as text: an integer in canonical form ("0", "1032", "-1"), so that the one
-# text that means success is "0", as the schema's success rule below says.
-CODE_TEXT = r"^(0|-?[1-9][0-9]{0,8})$"
+# A code sent as text: digits, maybe signed and padded with spaces ("0", " 0", "00", "1032").
+CODE_TEXT = r"^ *-?[0-9]{1,9} *$"
 _CODE_TEXT = re.compile(CODE_TEXT)
+# The codes that mean success, as the schema's success rule below says: 0, 0.0, "00", " 0 ".
+SUCCESS_CODE = {"anyOf": [{"const": 0}, {"type": "string", "pattern": r"^ *-?0{1,9} *$"}]}
 MAX_CALLBACK_AMOUNT = 100_000_000
 
 
@@ -50,30 +51,33 @@ class StkResponse(v.Model):
         # The rule no field expresses alone, stated for the document; parse_callback
         # enforces it.
         json_schema_extra={
-            "if": {"properties": {"ResultCode": {"enum": [0, "0"]}}, "required": ["ResultCode"]},
+            "if": {"properties": {"ResultCode": SUCCESS_CODE}, "required": ["ResultCode"]},
             "then": {"required": ["Amount"], "properties": {"Amount": {"type": "number"}}},
         }
     )
 
     ResultCode: ResultCode
     ExternalReference: v.text(32) = Field(description="The orderNumber.")
-    Amount: v.money(MAX_CALLBACK_AMOUNT) | None = Field(
-        None, description="Required when ResultCode is 0."
+    Amount: v.exact_amount(MAX_CALLBACK_AMOUNT) | None = Field(
+        None,
+        description="Required when ResultCode is 0. Taken as sent: one that is not the "
+        "order's total (99.995 for 100.00 included) fails the order with amount_mismatch.",
     )
     MpesaReceiptNumber: OptionalId = None
     CheckoutRequestID: OptionalId = None
-    # Sent by the provider and kept in no column: any text.
-    MerchantRequestID: str | None = None
-    Phone: str | None = None
-    ResultDesc: str | None = None
-    Status: str | None = None
+    # Sent by the provider and kept in no column: whatever their type, they are no reason
+    # to refuse a payment.
+    MerchantRequestID: Any = None
+    Phone: Any = None
+    ResultDesc: Any = None
+    Status: Any = None
 
 
 class CallbackBody(v.Model):
     """The PayHero STK callback. ResultCode 0: completed (paid); 1 or 1032: cancelled; any
     other: failed. An Amount that differs from the order total never marks the order paid."""
 
-    status: bool | None = None
+    status: Any = None  # unused, any type
     response: StkResponse
 
 

@@ -273,3 +273,13 @@ def test_every_wrong_field_is_named_at_once(client):
     ]
     assert all(error["message"] for error in answer["errors"])
     assert all(field in answer["error"] for field in fields)
+
+
+def test_what_people_type_may_come_with_spaces_around_it(client):
+    customer = {"email": " wanjiru@example.com ", "firstName": " Wanjiru", "lastName": "Kamau "}
+    order = create_order(client, customer=customer, phone=" +254712345678 ")
+    assert order["customer"] == {
+        "email": "wanjiru@example.com",
+        "firstName": "Wanjiru",
+        "lastName": "Kamau",
+    }

@@ -743,3 +743,31 @@ def test_an_endless_chunked_order_is_413_after_reading_one_byte_past_the_limit(a
     with app.app_context():
         assert db.session.execute(db.select(db.func.count(Order.id))).scalar() == orders_before
         db.session.remove()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"ResultCode": "00"},
+        {"ResultCode": " 0 "},
+        {"ResultCode": 0.0},
+        {"Phone": 254712345678, "MerchantRequestID": 2961, "Status": None, "ResultDesc": 7},
+    ],
+    ids=["code-00", "code-padded", "code-float", "unused-fields-of-any-type"],
+)
+def test_a_provider_that_sends_its_fields_loosely_still_settles_the_order(client, extra):
+    order = create_order(client)
+    body = json.loads(callback_body(order["orderNumber"]))
+    body["response"].update(extra)
+    body["status"] = 1
+    response = post_callback(client, json.dumps(body).encode())
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["paymentStatus"] == "completed"
+
+
+def test_an_amount_with_a_fraction_of_a_cent_is_a_mismatch_never_a_payment(client):
+    order = create_order(client, amount=100)
+    response = post_callback(client, callback_body(order["orderNumber"], amount=99.995))
+    assert response.status_code == 200
+    answer = response.get_json()
+    assert (answer["paymentStatus"], answer["reason"]) == ("failed", "amount_mismatch")

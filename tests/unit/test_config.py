@@ -136,6 +136,31 @@ def test_a_bad_value_is_an_error_naming_its_variable(name, value, error):
         Settings.load({name: value})
 
 
+@pytest.mark.parametrize(
+    "environ, error",
+    [
+        ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go"),
+        ({"REDIS_SENTINEL_MASTER": "orderwait"}, "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go"),
+        (
+            {"REDIS_SENTINELS": "sentinel-without-port", "REDIS_SENTINEL_MASTER": "m"},
+            "REDIS_SENTINELS='sentinel-without-port': not host:port",
+        ),
+        (
+            {
+                "REDIS_SENTINELS": "10.0.0.1:26379",
+                "REDIS_SENTINEL_MASTER": "m",
+                "REDIS_URL": "rediss://:secret@primary/0",
+            },
+            "TLS to Sentinel-managed primaries is not supported",
+        ),
+    ],
+    ids=["sentinels-alone", "master-alone", "no-port", "tls-downgrade"],
+)
+def test_a_wrong_sentinel_combination_is_an_error_at_start(environ, error):
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        Settings.load(environ)
+
+
 def test_a_bad_override_is_an_error_naming_its_key(build):
     with pytest.raises(ConfigError, match="WAITS_PER_CLIENT=1.5: not an integer"):
         build(WAITS_PER_CLIENT=1.5)

@@ -164,3 +164,22 @@ def test_hub_reconnects_and_resubscribes_when_redis_returns(make_hub, private_re
     assert hub.stats()["reconnects"] == 1
     watch.close()
     client.close()
+
+
+def test_a_poll_source_with_a_suffix_sees_only_its_own_channels(make_hub):
+    """Order channels are `order:{<id>}:status`: the poll source gets the ids between its
+    prefix and suffix, and nothing of channels that only share the prefix."""
+    hub = make_hub(f"redis://127.0.0.1:{free_port()}/0", poll_interval=0.1)
+    asked = []
+
+    def poll(ids):
+        asked.append(sorted(ids))
+        return {i: (1, f"{i}@v1") for i in ids}
+
+    hub.add_poll_source("order:{", poll, "}:status")
+    eventually(lambda: hub.redis_down, message="hub notices Redis is down")
+    watch = hub.watch("order:{a}:status")
+    others = [hub.watch("order:{b}:latest"), hub.watch("order:{}:status")]
+    assert watch.next(2).data == "a@v1"
+    assert all(w.next(0.3) is None for w in others)
+    assert asked and all(ids == ["a"] for ids in asked)
