@@ -56,9 +56,12 @@ class StatsFeed:
     def leave(self) -> None:
         self._streams -= 1
         if self._streams == 0:
-            self._hub.remove_handler(self._handler)
-            self._greenlet.kill()
+            # Forgotten first: the kill below blocks, and a client leaving meanwhile
+            # (sse.Departure) may interrupt it.
+            handler, greenlet = self._handler, self._greenlet
             self._handler = self._greenlet = None
+            self._hub.remove_handler(handler)
+            greenlet.kill()
 
     def current(self) -> dict:
         """Statistics for a stream that just connected."""
