@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .reader import ConfigError, setting
+from .sentinel import sentinel_problem
 
 
 def normalize_database_url(url: str) -> str:
@@ -126,23 +127,9 @@ class Redis:
     )
 
     def __post_init__(self):
-        if bool(self.sentinels) != bool(self.sentinel_master):
-            raise ConfigError(
-                "bad configuration:\n  REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: "
-                "the sentinels, and the name they know the primary by"
-            )
-        if self.sentinels and self.url.startswith("rediss://"):
-            # The Sentinel connections here are plain TCP: a TLS URL would be downgraded.
-            raise ConfigError(
-                "bad configuration:\n  REDIS_SENTINELS with a rediss:// REDIS_URL: TLS to "
-                "Sentinel-managed primaries is not supported; use redis:// on a private network"
-            )
-        for address in self.sentinels:
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit():
-                raise ConfigError(
-                    f"bad configuration:\n  REDIS_SENTINELS={address!r}: not host:port"
-                )
+        problem = sentinel_problem(self.sentinels, self.sentinel_master, self.url)
+        if problem:
+            raise ConfigError(f"bad configuration:\n  {problem}")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import redis
 from redis.connection import parse_url
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from app.config.sentinel import host_port
 from app.logs import redact_url
 
 from .redis_adapter import (
@@ -42,7 +43,7 @@ class RedisTarget:
         self.master = master
         self._sentinel = None
         if sentinels:
-            addresses = [_host_port(address) for address in sentinels]
+            addresses = [host_port(address) for address in sentinels]
             self._sentinel = Sentinel(
                 addresses,
                 socket_timeout=socket_timeout,
@@ -105,8 +106,3 @@ class RedisTarget:
         """New unconnected connections, each to the primary of its connect time."""
         pool = self.pool(**options)
         return functools.partial(pool.connection_class, **pool.connection_kwargs)
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.strip().rpartition(":")
-    return host, int(port)
