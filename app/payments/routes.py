@@ -5,7 +5,7 @@ from flask import current_app
 
 from app.plain_wsgi import plain_route
 from app.responses import Response, json_response
-from app.security import BodyTooLarge, read_body
+from app.security import read_body
 
 from . import services
 
@@ -17,11 +17,10 @@ SIGNATURE_ENVIRON_KEY = "HTTP_" + SIGNATURE_HEADER.upper().replace("-", "_")
 def callback(environ) -> Response:
     # Whatever the Content-Type (providers send text/plain, or none): the signature decides,
     # then the body must parse as JSON.
-    remote_addr = environ.get("REMOTE_ADDR")
-    try:
-        body = read_body(environ, current_app.config["MAX_CONTENT_LENGTH"])
-    except BodyTooLarge as too_large:
-        services.refuse_too_large(too_large, remote_addr)
-        raise
-    outcome = services.receive(body, environ.get(SIGNATURE_ENVIRON_KEY), remote_addr)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    outcome = services.receive(
+        lambda: read_body(environ, limit),
+        environ.get(SIGNATURE_ENVIRON_KEY),
+        environ.get("REMOTE_ADDR"),
+    )
     return json_response(outcome.to_json())

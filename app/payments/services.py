@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import current_app
@@ -52,47 +53,46 @@ class Receipt:
     remote_addr: str | None
 
 
-def receive(body: bytes, signature_header: str | None, remote_addr: str | None) -> Outcome:
-    """Take one provider callback as it arrived: check its signature and body, settle its
-    order, and count and audit what became of it."""
+def receive(
+    read_body: Callable[[], bytes], signature_header: str | None, remote_addr: str | None
+) -> Outcome:
+    """Take one provider callback as it arrives: read its body (BodyTooLarge over the limit),
+    check its signature and body, settle its order, and count and audit what became of it."""
     app = current_app._get_current_object()
-    receipt = Receipt(hashlib.sha256(body).hexdigest(), remote_addr)
     # Counted before the order changes, so it is counted before the change is announced.
     callback_received.send(app, outcome="received")
     try:
+        body = _read(read_body, remote_addr)
+        receipt = Receipt(hashlib.sha256(body).hexdigest(), remote_addr)
         outcome = _verify_and_apply(body, signature_header, receipt, app.config["WEBHOOK_SECRET"])
-    except (Unauthorized, ValidationError, NotFound):
+    except (BodyTooLarge, Unauthorized, ValidationError, NotFound):
         callback_received.send(app, outcome="rejected")
         raise
     except DATABASE_DOWN:
         note_outcome("unavailable", "database unavailable")
-        raise
+        raise  # 503: the provider retries
     if outcome.duplicate:
         callback_received.send(app, outcome="duplicate")
     return outcome
 
 
-def refuse_too_large(too_large: BodyTooLarge, remote_addr: str | None) -> None:
-    """Count and audit a callback whose body is over the limit; the caller answers 413.
-
-    body_sha256 is required, and only the body's first limit + 1 bytes were read (none when
-    its Content-Length was over the limit): it is the hash of those, as the reason says."""
-    app = current_app._get_current_object()
-    limit, read = too_large.limit, too_large.read
-    if too_large.announced is None:
-        reason = f"body too large: over {limit} bytes; body_sha256 is of its first {len(read)}"
-    else:
-        reason = (
-            f"body too large: Content-Length {too_large.announced} over {limit} bytes; "
-            "none read, body_sha256 is of no bytes"
-        )
-    callback_received.send(app, outcome="received")
+def _read(read_body: Callable[[], bytes], remote_addr: str | None) -> bytes:
+    """The body; one over the limit is audited before its 413. body_sha256 is required, and
+    only the body's first limit + 1 bytes were read (none when its Content-Length was over
+    the limit): it is the hash of those, as the reason says."""
     try:
+        return read_body()
+    except BodyTooLarge as too_large:
+        limit, read = too_large.limit, too_large.read
+        if too_large.announced is None:
+            reason = f"body too large: over {limit} bytes; body_sha256 is of its first {len(read)}"
+        else:
+            reason = (
+                f"body too large: Content-Length {too_large.announced} over {limit} bytes; "
+                "none read, body_sha256 is of no bytes"
+            )
         record_rejection(Receipt(hashlib.sha256(read).hexdigest(), remote_addr), reason)
-    except DATABASE_DOWN:
-        note_outcome("unavailable", "database unavailable")
-        raise  # 503, as for any callback while the database is down: the provider retries
-    callback_received.send(app, outcome="rejected")
+        raise
 
 
 def _verify_and_apply(body: bytes, signature_header, receipt: Receipt, secret: str) -> Outcome:
