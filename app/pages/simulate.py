@@ -14,6 +14,7 @@ from flask import Blueprint, current_app, jsonify, request
 from app.orders import services as orders
 from app.orders.access import token_from_request
 from app.payments.signature import sign
+from app.security import read_body
 from app.validation import Model, parse_json, validated
 
 # Its own blueprint: registered only on apps that have the development flag.
@@ -29,7 +30,7 @@ class SimulateRequest(Model):
 @bp.post("/api/dev/orders/<order_id>/simulate")
 def simulate(order_id: str):
     order = orders.authorize(order_id, token_from_request(request)).to_json()
-    outcome = validated(SimulateRequest, parse_json(request.get_data())).outcome
+    outcome = validated(SimulateRequest, parse_json(read_body(request.environ))).outcome
     body = json.dumps(
         {
             "status": True,
