@@ -28,7 +28,7 @@ db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
 
 class RedisStore:
-    """One bounded command-connection pool per worker process.
+    """One bounded command-connection pool per worker process (per node on a cluster).
 
     A BlockingConnectionPool keeps the number of Redis connections fixed however many
     requests are in flight: requests queue for a connection instead of opening new ones.
@@ -37,8 +37,7 @@ class RedisStore:
     def init_app(self, app) -> None:
         cfg = app.config
         target = app.extensions["redis_target"] = RedisTarget.from_config(cfg)
-        pool = target.pool(
-            blocking=True,
+        app.extensions["redis"] = target.command_client(
             max_connections=cfg["REDIS_POOL_SIZE"],
             timeout=cfg["REDIS_SOCKET_TIMEOUT"],
             socket_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
@@ -47,7 +46,6 @@ class RedisStore:
             decode_responses=True,
             client_name="orderwait:cmd",
         )
-        app.extensions["redis"] = redis.Redis(connection_pool=pool)
 
     @staticmethod
     def client() -> redis.Redis:

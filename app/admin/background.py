@@ -34,7 +34,7 @@ def report(client: redis.Redis, service: str, status: str, detail: dict) -> dict
     try:
         pipe = client.pipeline(transaction=False)
         pipe.hset(STATUS_KEY, service, message)
-        pipe.publish(CHANNEL_PREFIX + service, message)
+        pipe.execute_command("PUBLISH", CHANNEL_PREFIX + service, message)  # see Publish
         pipe.execute()
     except RedisError as exc:
         log.warning("status of %s not reported: %s", service, exc)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .reader import ConfigError, setting
-from .sentinel import sentinel_problem
+from .topology import cluster_problem, sentinel_problem
 
 
 def normalize_database_url(url: str) -> str:
@@ -119,15 +119,23 @@ class Redis:
     sentinel_password: str = setting(
         "REDIS_SENTINEL_PASSWORD", "", "the sentinels' own password, if they have one"
     )
-    # The step towards a Redis Cluster.
+    cluster_nodes: tuple[str, ...] = setting(
+        "REDIS_CLUSTER_NODES",
+        (),
+        "comma-separated host:port of Redis Cluster nodes to discover it from: commands go "
+        "to each key's node, order channels are sharded (REDIS_URL gives only the password)",
+    )
     sharded_pubsub: bool = setting(
         "REDIS_SHARDED_PUBSUB",
         False,
-        "order channels on sharded pub/sub (`SPUBLISH`, `docs/SCALING.md`); all must agree",
+        "order channels on sharded pub/sub (`SPUBLISH`) on one Redis too; all must agree "
+        "(always on with REDIS_CLUSTER_NODES)",
     )
 
     def __post_init__(self):
-        problem = sentinel_problem(self.sentinels, self.sentinel_master, self.url)
+        problem = sentinel_problem(self.sentinels, self.sentinel_master, self.url) or (
+            cluster_problem(self.cluster_nodes, self.sentinels, self.url)
+        )
         if problem:
             raise ConfigError(f"bad configuration:\n  {problem}")
 

@@ -14,7 +14,7 @@ import gevent
 import redis
 from gevent.event import AsyncResult
 from gevent.queue import SimpleQueue
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from app import metrics
 
@@ -35,7 +35,9 @@ class Publish(NamedTuple):
         if self.sharded:
             pipe.spublish(self.channel, self.message)
         else:
-            pipe.publish(self.channel, self.message)
+            # Not pipe.publish, which redis-py refuses in a cluster's pipeline: a classic
+            # publish is served by any node, which passes it on to the others.
+            pipe.execute_command("PUBLISH", self.channel, self.message)
 
 
 class Latest(NamedTuple):
@@ -151,7 +153,7 @@ class Publisher:
                 operation.queue_on(pipe)
         try:
             pipe.execute()
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             metrics.publish_failures.inc()
             log.warning(
                 "publish of %d event(s) failed, waiters will read the database: %s", len(batch), exc

@@ -14,8 +14,10 @@ from tests.support.servers import eventually
 
 
 def reader_state(hub: Hub) -> str:
-    reader = hub._reader
-    return f"reader dead={reader.dead} exception={reader.exception!r}"
+    return "; ".join(
+        f"reader of {name}: dead={reader.dead} exception={reader.exception!r}"
+        for name, reader in hub._links._readers.items()
+    )
 
 
 # A payload that is not UTF-8 must not break the connection every waiter shares.

@@ -94,7 +94,13 @@ def answers_ping(port: int) -> bool:
 class RedisServer:
     """A redis-server of a test's own, so it can be stopped without touching the shared one."""
 
-    def __init__(self, port: int | None = None, *, replica_of: int | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        replica_of: int | None = None,
+        options: tuple[str, ...] = (),
+    ):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.port = port or free_port()
@@ -117,6 +123,7 @@ class RedisServer:
                 "--loglevel",
                 "warning",
                 *(["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []),
+                *options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

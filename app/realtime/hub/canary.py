@@ -2,7 +2,9 @@
 
 It goes through the command connection that application publishes use. A missing echo
 means the subscription went silent (a frozen server, a proxy that stopped forwarding): the
-reader then drops the connection and reconnects.
+reader then drops the connection and reconnects. Each pub/sub connection has a canary of its
+own; one on a cluster node's sharded connection is SPUBLISHed on a channel of that node's
+slots.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import gevent
 import redis
@@ -25,11 +28,13 @@ class Canary:
     """Its state lives between the reader, which asks when to wake and hears the echo, and
     the greenlet of each publish."""
 
-    def __init__(self, publisher: redis.Redis, *, interval: float, timeout: float):
-        self._publisher = publisher
+    def __init__(self, publish: Callable[[str, str], int], *, interval: float, timeout: float):
+        self._publish_on = publish  # (channel, message) -> receivers
         self.interval = interval
         self.timeout = timeout
-        self.channel = f"hub:canary:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # Unique to this canary; its connection may place it in a slot (channel).
+        self.base = f"hub:canary:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.channel = self.base
         self._token = 0
         self._sent_at: float | None = None  # set while an echo is awaited
         self._echoed = 0  # the last token that came back
@@ -88,7 +93,7 @@ class Canary:
         the same reason a pool with no free connection skips this round instead of failing.
         """
         try:
-            receivers = self._publisher.publish(self.channel, str(token))
+            receivers = self._publish_on(self.channel, str(token))
         except RedisError as exc:
             if token == self._token and pool_exhausted(exc):
                 log.debug("canary skipped: every command connection is busy")

@@ -1,8 +1,9 @@
-"""The hub's one pub/sub connection: connect with backoff, subscribe everything, read frames.
+"""One pub/sub connection of the hub: connect with backoff, subscribe its share, read frames.
 
-One greenlet runs `run` for the life of the worker. Each connection re-subscribes every
-channel and pattern the registry holds; each loss falls back to database polling (the
-poller) until a connection succeeds again.
+One greenlet runs `run` for as long as the connection is wanted. Each connection subscribes
+every channel and pattern of its share the registry holds (all of them on a single Redis;
+on a cluster node, the order channels of that node's slots); each loss falls back to
+database polling (the poller) until a connection succeeds again.
 """
 
 from __future__ import annotations
@@ -15,56 +16,75 @@ import gevent
 import redis
 from gevent.event import Event
 from gevent.lock import Semaphore
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from app import metrics
 from app.logs import fields
 
-from ..redis_adapter import FrameWaiter, pubsub_connection_options
-from ..redis_target import RedisTarget
+from ..redis_adapter import FrameWaiter
 from .canary import Canary
-from .registry import CHANNEL, PATTERN, SHARD, Subscriptions, deliver
+from .registry import CHANNEL, PATTERN, SHARD, SUBSCRIBE, Subscriptions, deliver
 
 log = logging.getLogger(__package__)
 
 _CONFIRMATION_KIND = {"subscribe": CHANNEL, "psubscribe": PATTERN, "ssubscribe": SHARD}
 
 
+class Share:
+    """What one connection carries: subscriptions of these kinds, and its canary."""
+
+    canary_kind = CHANNEL
+
+    def __init__(self, kinds: frozenset[str] = frozenset((CHANNEL, PATTERN, SHARD))):
+        self.kinds = kinds
+
+    def owns(self, kind: str, name: str) -> bool:
+        return kind in self.kinds
+
+    def canary_channel(self, base: str) -> str:
+        return base
+
+
 class PubSubConnection:
     def __init__(
         self,
-        target: RedisTarget,
+        name: str,
+        new_connection: Callable[[], redis.Connection],
+        share: Share,
         subscriptions: Subscriptions,
         canary: Canary,
         *,
         on_reconnect: Callable[[], None],
+        on_state: Callable[[], None],
+        on_moved: Callable[[], None],
         poll_interval: float,
         reconnect_max_delay: float,
-        connect_timeout: float,
-        socket_timeout: float,
+        reconnect_at_first: bool = False,
     ):
-        self.target = target
+        self.name = name  # for logs: where it connects
+        self._new_connection = new_connection
+        self.share = share
         self._subs = subscriptions
         self._canary = canary
         self._on_reconnect = on_reconnect  # publishes made while we were away are lost
+        self._on_state = on_state  # connected or not: the links recount
+        self._on_moved = on_moved  # the server says a channel is served elsewhere now
         self._poll_interval = poll_interval  # only for what the log says about the fallback
         self._reconnect_max_delay = reconnect_max_delay
-        self._new_connection = target.connection_factory(
-            **pubsub_connection_options(
-                connect_timeout=connect_timeout, socket_timeout=socket_timeout
-            )
-        )
+        # A connection added after start (a promoted primary) missed what was published
+        # before it: its first connection re-reads like a reconnection.
+        self._reconnect_at_first = reconnect_at_first
         self._conn = None
         self._write_lock = Semaphore()
         self.connected = False
         self.redis_down = False  # True once a connection attempt failed, until one succeeds
         self.first_attempt = Event()  # set after the first connection attempt, either way
         self.reconnects = 0
-        # The server the connection last reached ("host:port"), and how often that changed:
-        # under Sentinel, a failover.
-        self.primary: str | None = None
-        self.primary_changes = 0
-        self._fallback_since: float | None = None  # while on database polling
+        self.address: str | None = None  # "host:port" of the last connection
+
+    def reread_on_connect(self) -> None:
+        """The next connection re-reads the database, as a reconnection does."""
+        self._reconnect_at_first = True
 
     def send(self, *command: str) -> None:
         """Write a command on the pub/sub connection; while disconnected, reconnect re-sends."""
@@ -96,7 +116,7 @@ class PubSubConnection:
                     log.warning(
                         "Redis unreachable at %s (%s): waits are answered by database polling "
                         "every %.1fs until it returns",
-                        self.target.describe(),
+                        self.name,
                         exc,
                         self._poll_interval,
                         extra=fields(event="redis.down", fallback="on"),
@@ -108,10 +128,11 @@ class PubSubConnection:
             delay = 0.1
             log.info(
                 "Redis pub/sub connected at %s: waits are answered by pub/sub",
-                self.target.describe(),
+                self.name,
                 extra=fields(event="redis.up", fallback="off"),
             )
-            if announced_down:
+            if announced_down or self._reconnect_at_first:
+                self._reconnect_at_first = False
                 self.reconnects += 1
                 metrics.hub_reconnects.inc()
                 self._on_reconnect()
@@ -123,8 +144,9 @@ class PubSubConnection:
                 if not isinstance(exc, RedisError | OSError):
                     log.exception("hub reader failed")
                 log.warning(
-                    "Redis pub/sub connection lost (%s): falling back to database "
+                    "Redis pub/sub connection to %s lost (%s): falling back to database "
                     "polling every %.1fs",
+                    self.name,
                     exc,
                     self._poll_interval,
                     extra=fields(event="redis.down", fallback="on"),
@@ -136,54 +158,39 @@ class PubSubConnection:
     def _connect(self) -> None:
         conn = self._new_connection()
         conn.connect()
+        share, subs = self.share, self._subs
         with self._write_lock:
-            conn.send_command("SUBSCRIBE", self._canary.channel, *self._subs.names(CHANNEL))
-            patterns = self._subs.names(PATTERN)
+            self._canary.channel = share.canary_channel(self._canary.base)
+            commands = [(SUBSCRIBE[share.canary_kind], self._canary.channel)]
+            channels = [name for name in subs.names(CHANNEL) if share.owns(CHANNEL, name)]
+            if channels:
+                commands.append(("SUBSCRIBE", *channels))
+            patterns = [name for name in subs.names(PATTERN) if share.owns(PATTERN, name)]
             if patterns:
-                conn.send_command("PSUBSCRIBE", *patterns)
+                commands.append(("PSUBSCRIBE", *patterns))
             # One SSUBSCRIBE per channel: in a cluster one command may only name one slot.
-            shards = [("SSUBSCRIBE", name) for name in self._subs.names(SHARD)]
-            if shards:
-                conn.send_packed_command(conn.pack_commands(shards))
+            commands += [
+                ("SSUBSCRIBE", name) for name in subs.names(SHARD) if share.owns(SHARD, name)
+            ]
+            conn.send_packed_command(conn.pack_commands(commands))
             self._conn = conn
-            self._note_primary(f"{conn.host}:{conn.port}")
+            self.address = f"{conn.host}:{conn.port}"
             self._canary.reset()
             self.connected = True
             self.redis_down = False
         self.first_attempt.set()
-        metrics.hub_connected.set(1)
-        self.count_fallback_time(leaving=True)
-
-    def _note_primary(self, address: str) -> None:
-        if self.primary is not None and address != self.primary:
-            self.primary_changes += 1
-            metrics.redis_primary_changes.inc()
-            log.warning(
-                "Redis primary is now %s (was %s)",
-                address,
-                self.primary,
-                extra=fields(event="redis.failover", primary=address, previous=self.primary),
-            )
-        self.primary = address
+        self._on_state()
 
     def mark_disconnected(self) -> None:
         with self._write_lock:
             self.connected = False
             conn, self._conn = self._conn, None
             for sub in self._subs.values():
-                sub.confirmed.clear()
-        metrics.hub_connected.set(0)
-        if self._fallback_since is None:
-            self._fallback_since = time.monotonic()
+                if self.share.owns(sub.kind, sub.name):
+                    sub.confirmed.clear()
+        self._on_state()
         if conn is not None:
             conn.disconnect()
-
-    def count_fallback_time(self, *, leaving: bool = False) -> None:
-        """Add the time spent on database polling since the last count to the metric."""
-        now = time.monotonic()
-        if self._fallback_since is not None:
-            metrics.fallback_mode_seconds.inc(now - self._fallback_since)
-        self._fallback_since = None if leaving else now
 
     def _read_loop(self) -> None:
         conn = self._conn
@@ -200,11 +207,16 @@ class PubSubConnection:
         while self.connected and self._conn is conn:
             # What has arrived is read first; the canary only bounds how long silence lasts.
             if frames.wait(canary.wake_in(time.monotonic(), last_frame)):
-                self._dispatch(conn.read_response())
+                try:
+                    self._dispatch(conn.read_response())
+                except ResponseError as exc:
+                    # -MOVED to an SSUBSCRIBE: the slot is served elsewhere now.
+                    log.info("pub/sub at %s refused a command: %s", self.name, exc)
+                    self._on_moved()
                 last_frame = time.monotonic()
             else:
                 canary.check_echo(last_frame)
-        raise redis.ConnectionError("write to the pub/sub connection failed")
+        raise redis.ConnectionError("write to the pub/sub connection failed, or it was closed")
 
     def _dispatch(self, response) -> None:
         if not isinstance(response, list):
@@ -217,8 +229,19 @@ class PubSubConnection:
             sub = self._subs.get((CHANNEL, response[1]))
             deliver(sub, response[1], response[2], "redis", time.monotonic())
         elif kind == "smessage":
+            if response[1] == self._canary.channel:
+                self._canary.echoed(response[2])
+                return
             sub = self._subs.get((SHARD, response[1]))
             deliver(sub, response[1], response[2], "redis", time.monotonic())
+        elif kind == "sunsubscribe":
+            # Sent by the server itself when the channel's slot moved to another node; a
+            # channel still watched must then be subscribed on its new owner.
+            sub = self._subs.get((SHARD, response[1]))
+            if sub is not None:
+                sub.confirmed.clear()
+            if sub is not None or response[1] == self._canary.channel:
+                self._on_moved()
         elif kind == "pmessage":
             sub = self._subs.get((PATTERN, response[1]))
             deliver(sub, response[2], response[3], "redis", time.monotonic())

@@ -1,9 +1,10 @@
 """Hub: what the rest of the app sees of the subscriber hub; it composes the parts.
 
-Subscriptions (registry) hold who listens where; PubSubConnection reads the one Redis
-connection and dispatches into them, its Canary watching that the subscription still
-answers; FallbackPoller reads the database while that connection is down, and once more
-after it returns.
+Subscriptions (registry) hold who listens where; Links hold the pub/sub connections (one,
+or on a Redis Cluster one per primary and one for classic pub/sub), each read by a
+PubSubConnection that dispatches into the subscriptions, its Canary watching that the
+subscription still answers; FallbackPoller reads the database while a connection is down,
+and once more after it returns.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import redis
 
 from ..redis_target import RedisTarget
 from .canary import Canary
-from .connection import PubSubConnection
+from .links import ClusterLinks, Links
 from .poller import FallbackPoller, PollSource
 from .registry import (
     CHANNEL,
@@ -58,26 +59,28 @@ class Hub:
             )
         self.target = target
         # Waiters' channels as sharded channels: their publishers must SPUBLISH. Handlers'
-        # channels and patterns (few, deployment-wide) stay on classic pub/sub.
-        self.sharded = sharded
-        self._watch_kind = SHARD if sharded else CHANNEL
+        # channels and patterns (few, deployment-wide) stay on classic pub/sub. A cluster
+        # has only sharded ones: a classic publish reaches every node of it.
+        self.sharded = sharded or target.cluster
+        self._watch_kind = SHARD if self.sharded else CHANNEL
         self.confirm_timeout = confirm_timeout
         self._subs = Subscriptions(unsubscribe=self._unsubscribe)
-        # The canary publishes through the command connection that application publishes use.
-        canary = Canary(
-            publisher
-            or redis.Redis(
-                connection_pool=target.pool(
-                    socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout
-                )
-            ),
-            interval=canary_interval,
-            timeout=canary_timeout,
+        # Canaries publish through the command connections that application publishes use.
+        publisher = publisher or target.command_client(
+            max_connections=2,
+            timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
         )
-        self._connection = PubSubConnection(
+
+        def canary(sharded: bool) -> Canary:
+            publish = publisher.spublish if sharded else publisher.publish
+            return Canary(publish, interval=canary_interval, timeout=canary_timeout)
+
+        self._links = (ClusterLinks if target.cluster else Links)(
             target,
             self._subs,
-            canary,
+            canary=canary,
             on_reconnect=self._recheck_after_reconnect,
             poll_interval=poll_interval,
             reconnect_max_delay=reconnect_max_delay,
@@ -86,30 +89,27 @@ class Hub:
         )
         self._fallback = FallbackPoller(
             self._subs,
-            self._connection,
+            self._links,
             watch_kind=self._watch_kind,
             interval=poll_interval,
             confirm_timeout=confirm_timeout,
         )
-        self._reader: gevent.Greenlet | None = None
         self._poller: gevent.Greenlet | None = None
         self.closing = False  # the worker is shutting down: nothing may block any more
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the reader and the fallback poller (idempotent; restarts one that died)."""
-        if self._reader is None or self._reader.dead:
-            if self._reader is not None:
-                log.error("hub reader had stopped; restarting it")
-            self._reader = gevent.spawn(self._connection.run)
+        """Start the readers and the fallback poller (idempotent; restarts one that died)."""
+        self._links.start()
         if self._poller is None or self._poller.dead:
             self._poller = gevent.spawn(self._fallback.run)
 
     def stop(self) -> None:
-        gevent.killall([g for g in (self._reader, self._poller) if g is not None])
-        self._reader = self._poller = None
-        self._connection.mark_disconnected()
+        if self._poller is not None:
+            self._poller.kill()
+            self._poller = None
+        self._links.stop()
 
     def drain(self) -> None:
         """The worker is stopping: wake every waiter and handler with a `shutdown` delivery,
@@ -137,14 +137,15 @@ class Hub:
         timeout, and the hub's re-read on reconnect, cover that case.
         """
         self.start()
-        if not self._connection.first_attempt.is_set():
-            self._connection.first_attempt.wait(self.confirm_timeout)
-        sub, created = self._subs.add_waiter(self._watch_kind, channel)
+        if not self._links.first_attempt.is_set():
+            self._links.first_attempt.wait(self.confirm_timeout)
+        kind = self._watch_kind
+        sub, created = self._subs.add_waiter(kind, channel)
         watch = Watch(self._subs, sub)
         try:
             if created:
-                self._connection.send(SUBSCRIBE[self._watch_kind], channel)
-            if self._connection.connected and not sub.confirmed.is_set():
+                self._links.send(SUBSCRIBE[kind], kind, channel)
+            if self._links.connected_for(kind, channel) and not sub.confirmed.is_set():
                 sub.confirmed.wait(self.confirm_timeout)
         except BaseException:
             watch.close()  # killed while registering: leave no waiter behind
@@ -170,7 +171,7 @@ class Hub:
         handler, created = self._subs.add_handler(kind, name, callback)
         if created:
             try:
-                self._connection.send(SUBSCRIBE[kind], name)
+                self._links.send(SUBSCRIBE[kind], kind, name)
             except BaseException:
                 self.remove_handler(handler)
                 raise
@@ -191,7 +192,7 @@ class Hub:
     # -- how the parts meet ----------------------------------------------------------------
 
     def _unsubscribe(self, sub: Subscription) -> None:
-        self._connection.send(UNSUBSCRIBE[sub.kind], sub.name)
+        self._links.send(UNSUBSCRIBE[sub.kind], sub.kind, sub.name)
 
     def _recheck_after_reconnect(self) -> None:
         self._fallback.recheck_after_reconnect()
@@ -200,16 +201,16 @@ class Hub:
 
     @property
     def connected(self) -> bool:
-        return self._connection.connected
+        return self._links.connected
 
     @property
     def redis_down(self) -> bool:
         """True once a connection attempt failed, until one succeeds."""
-        return self._connection.redis_down
+        return self._links.redis_down
 
     @property
     def reconnects(self) -> int:
-        return self._connection.reconnects
+        return self._links.reconnects
 
     @property
     def fallback_polls(self) -> int:
@@ -236,7 +237,7 @@ class Hub:
             "waiters": self._subs.waiters,
             "parked": self.parked,
             "reconnects": self.reconnects,
-            "primary": self._connection.primary,
-            "primaryChanges": self._connection.primary_changes,
+            "primary": self._links.primary,
+            "primaryChanges": self._links.primary_changes,
             "fallbackPolls": self.fallback_polls,
         }

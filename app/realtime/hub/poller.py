@@ -16,7 +16,7 @@ from gevent.event import Event
 
 from app.logs import first_line
 
-from .connection import PubSubConnection
+from .links import Links
 from .registry import Subscriptions, deliver
 
 log = logging.getLogger(__package__)
@@ -30,14 +30,14 @@ class FallbackPoller:
     def __init__(
         self,
         subscriptions: Subscriptions,
-        connection: PubSubConnection,
+        links: Links,
         *,
         watch_kind: str,
         interval: float,
         confirm_timeout: float,
     ):
         self._subs = subscriptions
-        self._connection = connection
+        self._links = links
         self._watch_kind = watch_kind  # only waiters' channels are polled
         self._interval = interval
         self._confirm_timeout = confirm_timeout
@@ -72,8 +72,8 @@ class FallbackPoller:
             asked = self._due.is_set()
             self._due.clear()
             force = self._recheck_pending
-            connected = self._connection.connected
-            self._connection.count_fallback_time(leaving=connected)
+            connected = self._links.connected
+            self._links.count_fallback_time(leaving=connected)
             if not (asked or force or not connected):
                 continue
             try:
