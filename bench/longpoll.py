@@ -168,14 +168,14 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
-def worker_pid(master: int) -> int:
+def worker_pids(master: int, n: int) -> tuple[int, ...]:
     deadline = time.monotonic() + START_BOUND_S
     while time.monotonic() < deadline:
         kids = children_of(master)
-        if len(kids) == 1:
-            return kids[0]
+        if len(kids) == n:
+            return tuple(sorted(kids))
         time.sleep(0.05)
-    raise RuntimeError(f"master {master} has no single worker: {children_of(master)}")
+    raise RuntimeError(f"master {master} has not {n} workers: {children_of(master)}")
 
 
 def open_files_limit(pid: int) -> str:
@@ -269,29 +269,35 @@ def redis_answers(port: int) -> bool:
 class Server(NamedTuple):
     port: int
     master: subprocess.Popen
-    worker: int
+    workers: tuple[int, ...]
     log: Path
+
+    @property
+    def worker(self) -> int:
+        """The worker, where there is one."""
+        return self.workers[0]
 
     def changes(self) -> list[str]:
         """What happened to the gunicorn processes since start, if anything."""
         if self.master.poll() is not None:
             return [f"gunicorn master exited with code {self.master.returncode}"]
-        workers = children_of(self.master.pid)
-        return [] if workers == [self.worker] else [f"worker {self.worker} gone; now {workers}"]
+        workers = tuple(sorted(children_of(self.master.pid)))
+        return [] if workers == self.workers else [f"workers {self.workers} gone; now {workers}"]
 
 
 @contextmanager
-def gunicorn(env: dict) -> Iterator[Server]:
-    """gunicorn with the repo's gunicorn.conf.py and ONE gevent worker on a free port."""
+def gunicorn(env: dict, workers: int = 1) -> Iterator[Server]:
+    """gunicorn with the repo's gunicorn.conf.py and gevent workers (one unless told) on a
+    free port."""
     port = free_port()
     args = [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py"]
-    args += ["-b", f"{HOST}:{port}", "-w", "1", "wsgi:app"]
+    args += ["-b", f"{HOST}:{port}", "-w", str(workers), "wsgi:app"]
     with tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log") as log:
         popen = dict(cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
         with process_group(args, **popen) as proc:
             try:
                 wait_for(lambda: answers_ok(port, "/healthz"), f"gunicorn on {port}", proc)
-                yield Server(port, proc, worker_pid(proc.pid), Path(log.name))
+                yield Server(port, proc, worker_pids(proc.pid, workers), Path(log.name))
             except BaseException:
                 print_log_tail(Path(log.name))
                 raise
@@ -406,7 +412,8 @@ def nchan_nginx(connections: int, nofile: int) -> Iterator[Nginx]:
         with process_group(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) as proc:
             try:
                 wait_for(lambda: answers_ok(port, "/nchan_status"), f"nginx on {port}", proc)
-                yield Nginx(port, proc, worker_pid(proc.pid), error_log)
+                (worker,) = worker_pids(proc.pid, 1)
+                yield Nginx(port, proc, worker, error_log)
             except BaseException:
                 if error_log.exists():
                     progress(f"--- nginx error log ---\n{error_log.read_text(errors='replace')}")
@@ -1680,6 +1687,12 @@ def parse_args() -> argparse.Namespace:
         help="orders of a first round on the cold worker, reported apart (0: none; at most N)",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the shapes on one Redis and on a 3-shard Redis Cluster, 1 and 2 workers "
+        "(bench/layouts.py; --fanout defaults to --orders)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -1817,6 +1830,11 @@ def main() -> int:
     # A SIGTERM to the benchmark unwinds like Ctrl-C, so every server is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        if args.cluster:
+            from bench import layouts
+
+            raise_nofile_limit()
+            return layouts.run(args, secrets.token_hex(16))
         return run(args)
     except KeyboardInterrupt:
         print("interrupted; everything started was stopped", file=sys.stderr)

@@ -127,3 +127,31 @@ def test_profile_leaves_the_workers_stacks_and_a_summary(tmp_path):
     assert components, output
     assert re.match(r"\d+% \S+", components.group(1)), output
     assert "note: profile, sustained, app functions: " in result.stdout, output
+
+
+LAYOUT_COLUMNS = ["one Redis, 1 worker", "one Redis, 2 workers", "cluster, 1 worker"]
+LAYOUT_COLUMNS += ["cluster, 2 workers"]
+
+
+@pytest.mark.timeout(260)
+def test_cluster_mode_runs_every_layout_and_answers_every_wait():
+    """--cluster (bench/layouts.py): one Redis and a real 3-shard cluster, 1 and 2 workers,
+    every figure measured in each, every wait answered."""
+    args = [sys.executable, str(BENCH), "--cluster", "--orders", "30", "--fanout", "30"]
+    args += ["--sustained", "30", "--warmup", "10"]
+    result, output = run_bench(args, timeout=240)
+    assert result.returncode == 0, output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["figure", *LAYOUT_COLUMNS], output
+    rows = {
+        cells[0]: cells[1:]
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])
+    }
+    assert rows["spread: waits answered correctly"] == ["30 of 30"] * 4, output
+    for figure, cells in rows.items():
+        for cell in cells:
+            assert re.search(r"\d", cell), f"{figure}: no number in {cell!r}"
+    # shards + 1 hub connections per worker on the cluster, one on a single Redis.
+    hubs = [cell.split(" + ")[0] for cell in rows["Redis connections per worker: hub + commands"]]
+    assert hubs == ["1", "1", "4", "4"], output
