@@ -11,15 +11,18 @@ cluster is unreachable, as it does without a single Redis.
 from __future__ import annotations
 
 import bisect
+import functools
 import time
 from collections.abc import Callable, Iterable
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.connection import Encoder
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 
 SLOTS = 16384
 
@@ -100,7 +103,11 @@ def read_shards(addresses: Iterable[tuple[str, int]], **options) -> Shards:
     """
     failure: Exception | None = None
     for host, port in addresses:
-        client = redis.Redis(host=host, port=port, decode_responses=True, **options)
+        # No retries: a node that refuses is skipped at once for the next one (redis-py's
+        # default would back off for seconds on each dead node, a failover's first).
+        client = redis.Redis(
+            host=host, port=port, decode_responses=True, retry=Retry(NoBackoff(), 0), **options
+        )
         try:
             return parse_shards(client.execute_command("CLUSTER SHARDS"))
         except redis.RedisError as exc:
@@ -110,13 +117,24 @@ def read_shards(addresses: Iterable[tuple[str, int]], **options) -> Shards:
     raise redis.ConnectionError(f"no Redis Cluster node answered: {failure}")
 
 
+def _as_redis_error(method: Callable) -> Callable:
+    """`method`, raising redis.ConnectionError where RedisCluster raises its own exception
+    (not a RedisError: no node reachable, a slot without a primary during a failover), so
+    callers treat it as they treat Redis being away."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
+
+    return call
+
+
 class ClusterCommands:
     """redis-py's RedisCluster, built on first use and on the first use after it could not
-    be (at most once a second): every attribute is the client's.
-
-    Failing to reach any node raises redis.ConnectionError, which callers already treat as
-    Redis being away.
-    """
+    be (at most once a second): every attribute is the client's, its errors RedisErrors."""
 
     RETRY_AFTER = 1.0
 
@@ -128,6 +146,7 @@ class ClusterCommands:
 
     @property
     def cluster(self) -> RedisCluster:
+        """The client; redis.ConnectionError while it cannot be built."""
         if self._cluster is None:
             now = time.monotonic()
             if now < self._next_try:
@@ -141,7 +160,11 @@ class ClusterCommands:
         return self._cluster
 
     def __getattr__(self, name: str):
-        return getattr(self.cluster, name)
+        attribute = getattr(self.cluster, name)
+        return _as_redis_error(attribute) if callable(attribute) else attribute
+
+    def pipeline(self, *args, **kwargs) -> _Pipeline:
+        return _Pipeline(self.cluster.pipeline(*args, **kwargs))
 
     # A script registered at start (a lease's renewal, the limiter's) must not reach the
     # cluster then: it is bound to this object, and finds the client when it runs.
@@ -150,3 +173,16 @@ class ClusterCommands:
 
     def get_encoder(self) -> Encoder:
         return Encoder("utf-8", "strict", False)
+
+
+class _Pipeline:
+    """A cluster pipeline whose `execute` raises RedisErrors only."""
+
+    def __init__(self, pipe):
+        self._pipe = pipe
+
+    def __getattr__(self, name: str):
+        return getattr(self._pipe, name)
+
+    def execute(self, *args, **kwargs):
+        return _as_redis_error(self._pipe.execute)(*args, **kwargs)

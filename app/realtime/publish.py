@@ -14,7 +14,7 @@ import gevent
 import redis
 from gevent.event import AsyncResult
 from gevent.queue import SimpleQueue
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisError
 
 from app import metrics
 
@@ -153,7 +153,7 @@ class Publisher:
                 operation.queue_on(pipe)
         try:
             pipe.execute()
-        except (RedisError, RedisClusterException) as exc:
+        except RedisError as exc:
             metrics.publish_failures.inc()
             log.warning(
                 "publish of %d event(s) failed, waiters will read the database: %s", len(batch), exc

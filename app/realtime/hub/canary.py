@@ -28,8 +28,19 @@ class Canary:
     """Its state lives between the reader, which asks when to wake and hears the echo, and
     the greenlet of each publish."""
 
-    def __init__(self, publish: Callable[[str, str], int], *, interval: float, timeout: float):
+    def __init__(
+        self,
+        publish: Callable[[str, str], int],
+        *,
+        interval: float,
+        timeout: float,
+        counts_receivers: bool = True,
+    ):
         self._publish_on = publish  # (channel, message) -> receivers
+        # Whether the publish's answer counts our subscription: not for a classic publish
+        # on a cluster, which counts only the receiving node's subscribers (ours may be on
+        # another); the echo alone tells there.
+        self._counts_receivers = counts_receivers
         self.interval = interval
         self.timeout = timeout
         # Unique to this canary; its connection may place it in a slot (channel).
@@ -101,7 +112,8 @@ class Canary:
                 return
             failure = f"canary publish failed: {exc}"
         else:
-            failure = None if receivers else "canary reached no subscriber"
+            reached = receivers or not self._counts_receivers
+            failure = None if reached else "canary reached no subscriber"
         if token != self._token:
             return
         if failure:

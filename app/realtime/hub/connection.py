@@ -82,6 +82,10 @@ class PubSubConnection:
         self.reconnects = 0
         self.address: str | None = None  # "host:port" of the last connection
 
+    @property
+    def canary_channel(self) -> str:
+        return self._canary.channel
+
     def reread_on_connect(self) -> None:
         """The next connection re-reads the database, as a reconnection does."""
         self._reconnect_at_first = True
@@ -235,12 +239,13 @@ class PubSubConnection:
             sub = self._subs.get((SHARD, response[1]))
             deliver(sub, response[1], response[2], "redis", time.monotonic())
         elif kind == "sunsubscribe":
-            # Sent by the server itself when the channel's slot moved to another node; a
-            # channel still watched must then be subscribed on its new owner.
-            sub = self._subs.get((SHARD, response[1]))
-            if sub is not None:
-                sub.confirmed.clear()
-            if sub is not None or response[1] == self._canary.channel:
+            # Sent by the server itself when the channel's slot moved to another node: if it
+            # is still watched and still thought to be served here, the layout is stale.
+            name = response[1]
+            sub = self._subs.get((SHARD, name))
+            if name == self._canary.channel or (sub is not None and self.share.owns(SHARD, name)):
+                if sub is not None:
+                    sub.confirmed.clear()
                 self._on_moved()
         elif kind == "pmessage":
             sub = self._subs.get((PATTERN, response[1]))

@@ -74,8 +74,12 @@ class Hub:
         )
 
         def canary(sharded: bool) -> Canary:
-            publish = publisher.spublish if sharded else publisher.publish
-            return Canary(publish, interval=canary_interval, timeout=canary_timeout)
+            return Canary(
+                publisher.spublish if sharded else publisher.publish,
+                interval=canary_interval,
+                timeout=canary_timeout,
+                counts_receivers=sharded or not target.cluster,
+            )
 
         self._links = (ClusterLinks if target.cluster else Links)(
             target,

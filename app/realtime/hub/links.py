@@ -217,17 +217,19 @@ class ClusterLinks(Links):
 
     The layout comes from CLUSTER SHARDS: read at start, when a connection to a primary is
     lost, when a server moves a channel away (its `sunsubscribe`, or -MOVED to an
-    SSUBSCRIBE), and every REFRESH_INTERVAL seconds. When it changed, each primary whose
-    slots changed is reconnected, a promoted one connected, a failed one dropped: every
-    watched channel is then subscribed on its owner, and each of those connections re-reads
-    the database once its subscriptions are confirmed, as after any reconnection, so what
-    was published during the move is not missed.
+    SSUBSCRIBE), and every REFRESH_INTERVAL seconds, at most every MIN_GAP seconds. When it
+    changed, a promoted primary gets a connection and a failed one's is dropped, and every
+    watched channel whose slot changed primary is subscribed on its new one; once Redis
+    confirmed them the database is re-read for every watched channel, as after any
+    reconnection, so what was published during the move is not missed.
     """
 
     MAIN_SHARE = Share(frozenset((CHANNEL, PATTERN)))
     REFRESH_INTERVAL = 10.0
     # While a primary is unreachable or slots have none: how often the layout is re-read.
     RECOVERY_INTERVAL = 0.25
+    # A reshard moves slots one by one: follow it in steps, not once per slot.
+    MIN_GAP = 0.1
 
     def __init__(self, target: RedisTarget, subscriptions: Subscriptions, **options):
         self.shards = Shards()
@@ -282,6 +284,7 @@ class ClusterLinks(Links):
             recovering = not self.connected
             self._refresh_due.wait(self.RECOVERY_INTERVAL if recovering else self.REFRESH_INTERVAL)
             self._refresh_due.clear()
+            gevent.sleep(self.MIN_GAP)
 
     def refresh(self) -> None:
         """Read the layout; follow what changed."""
@@ -297,7 +300,7 @@ class ClusterLinks(Links):
         for address in set(before.primaries) - set(shards.primaries):
             self._retire(address)
             self._failover(f"Redis Cluster primary {address} left the cluster's primaries")
-        for address, ranges in shards.primaries.items():
+        for address in shards.primaries:
             if address not in before.primaries:
                 self._add(
                     address,
@@ -306,12 +309,32 @@ class ClusterLinks(Links):
                     sharded_canary=True,
                     late=started,
                 )
-            elif before.primaries[address] != ranges:
-                log.info(
-                    "slots of %s changed: subscribing its channels again",
-                    address,
-                    extra=fields(event="redis.slots_moved", primary=address),
-                )
-                self._reconnect(address)
+            elif shards.owner(self._connections[address].canary_channel) != address:
+                self._reconnect(address)  # its canary's slot moved away with the rest
+        if started and self._move_channels(before):
+            self._on_reconnect()  # re-read once the moved channels are confirmed
         self.start()
         self._state_changed()
+
+    def _move_channels(self, before: Shards) -> int:
+        """Subscribe each watched channel whose slot changed primary on its new primary."""
+        moved = 0
+        for sub in list(self._subs.values()):
+            if sub.kind != SHARD:
+                continue
+            old, new = before.owner(sub.name), self.shards.owner(sub.name)
+            if old == new:
+                continue
+            moved += new is not None  # else polled until its slot has a primary again
+            sub.confirmed.clear()
+            if old in self._connections:  # the server may have dropped it already
+                self._connections[old].send("SUNSUBSCRIBE", sub.name)
+            if new in self._connections:
+                self._connections[new].send("SSUBSCRIBE", sub.name)
+        if moved:
+            log.info(
+                "%d watched channel(s) moved to another primary: subscribed there",
+                moved,
+                extra=fields(event="redis.slots_moved", channels=moved),
+            )
+        return moved
