@@ -2,7 +2,7 @@
 or REDIS_CLUSTER_NODES): how an address is read, and which combinations are refused at
 start."""
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -55,7 +55,7 @@ def cluster_problem(
             f"REDIS_CLUSTER_NODES with a {url.scheme}:// REDIS_URL: the cluster's nodes are "
             "reached over plain TCP; use redis:// on a private network"
         )
-    if url.path.strip("/") not in ("", "0"):
+    if url.path.strip("/") not in ("", "0") or parse_qs(url.query).get("db", ["0"]) != ["0"]:
         return (
             "REDIS_CLUSTER_NODES with a database number in REDIS_URL: a Redis Cluster has "
             "only database 0"

@@ -45,7 +45,10 @@ class Shards:
     @property
     def complete(self) -> bool:
         """Every slot has an online primary."""
-        return sum(end - start + 1 for start, end, _ in self._ranges) == SLOTS
+        covered = set()
+        for start, end, _ in self._ranges:
+            covered.update(range(start, end + 1))
+        return len(covered) == SLOTS
 
     def owner(self, channel: str) -> str | None:
         """The primary serving `channel`'s slot, or None while none is online."""
@@ -59,7 +62,8 @@ class Shards:
 
     def channel_on(self, address: str, base: str) -> str:
         """A channel name built on `base` whose slot `address` serves (for its canary)."""
-        for n in range(SLOTS * 4):
+        # Tags up to 2**20: the numbers 0..109,757 alone already reach every slot.
+        for n in range(1 << 20):
             name = f"{base}:{{{n}}}"
             if self.owner(name) == address:
                 return name

@@ -77,13 +77,6 @@ def test_cluster_nodes_with_a_database_other_than_0_are_refused(url):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: only the URL's path is checked; redis-py also reads the database from ?db=, "
-        "which passes (and is ignored on the cluster)"
-    ),
-)
 def test_cluster_nodes_with_a_database_given_as_a_query_are_refused():
     refused(
         {"REDIS_CLUSTER_NODES": NODES, "REDIS_URL": "redis://cluster/?db=3"},
