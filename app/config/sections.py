@@ -133,9 +133,8 @@ class Redis:
     )
 
     def __post_init__(self):
-        problem = sentinel_problem(self.sentinels, self.sentinel_master, self.url) or (
-            cluster_problem(self.cluster_nodes, self.sentinels, self.url)
-        )
+        problem = sentinel_problem(self.sentinels, self.sentinel_master, self.url)
+        problem = problem or cluster_problem(self.cluster_nodes, self.sentinels, self.url)
         if problem:
             raise ConfigError(f"bad configuration:\n  {problem}")
 

@@ -18,7 +18,8 @@ import redis
 
 from ..redis_target import RedisTarget
 from .canary import Canary
-from .links import ClusterLinks, Links
+from .cluster_links import ClusterLinks
+from .links import Links
 from .poller import FallbackPoller, PollSource
 from .registry import (
     CHANNEL,
