@@ -189,32 +189,20 @@ def measure(server: Server, layout: Layout, figures: Figures, args, secret: str)
     """The three shapes (create_orders runs an event loop of its own: no loop around this)."""
     port = server.port
     asyncio.run(wait_connected(server, len(server.workers)))
+
+    def spread(n: int) -> tuple[list, list]:
+        """n orders, one held wait each, then one webhook each."""
+        orders = create_orders(port, n, args.concurrency)
+        waits = [wait_request(port, o, args.timeout_ms) for o in orders]
+        webhooks = [webhook_request(port, o, secret) for o in orders]
+        return asyncio.run(hold_then_trigger(server, layout, waits, webhooks, args, n))
+
     if args.warmup:
         # A fresh worker's first requests pay one-time costs (SQL compilation, connections).
         progress(f"{figures.name}: cold round of {args.warmup}, not counted")
-        orders = create_orders(port, args.warmup, args.concurrency)
-        asyncio.run(
-            hold_then_trigger(
-                server,
-                layout,
-                [wait_request(port, o, args.timeout_ms) for o in orders],
-                [webhook_request(port, o, secret) for o in orders],
-                args,
-                channels=len(orders),
-            )
-        )
+        spread(args.warmup)
     progress(f"{figures.name}: spread of {args.orders}")
-    orders = create_orders(port, args.orders, args.concurrency)
-    answers, webhooks = asyncio.run(
-        hold_then_trigger(
-            server,
-            layout,
-            [wait_request(port, o, args.timeout_ms) for o in orders],
-            [webhook_request(port, o, secret) for o in orders],
-            args,
-            channels=len(orders),
-        )
-    )
+    answers, webhooks = spread(args.orders)
     figures.redis_per_worker = Counter(
         {name: count / len(server.workers) for name, count in layout.clients_by_name().items()}
     )
