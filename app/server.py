@@ -11,6 +11,9 @@ from gunicorn is here, through the worker's own overridable methods, verified on
   of the socket (a parked long poll) returns `HANDED_OVER`; gunicorn then writes nothing,
   and the connection ends as gunicorn ends one that must close (StopIteration out of
   `handle_request`, which `AsyncWorker.handle` takes as "close this connection").
+- `handle_error(req, client, addr, exc)`: a request gunicorn refuses before the application
+  sees it (a request line or headers over the limits, a malformed request) gets gunicorn's
+  status, logged by gunicorn as usual, with the API's JSON error instead of its HTML page.
 - `handle_exit` (SIGTERM: stop, and HUP/USR2 reloads): held requests are answered and
   streams ended at once, then gunicorn stops as usual; before the process ends, what the
   application holds outside gunicorn's requests gets the rest of the graceful timeout.
@@ -102,7 +105,42 @@ class Worker(GeventWorker):
         super().run()  # until stopped, and gunicorn's own requests are done
         lifecycle.wait_drained(time.monotonic() + self.cfg.graceful_timeout)
 
+    def handle_error(self, req, client, addr, exc):
+        written = _Written()
+        super().handle_error(req, written, addr, exc)  # gunicorn's status and access log
+        try:
+            client.sendall(written.as_json_error(exc))
+        except OSError:
+            pass  # the client is gone: nothing to answer
+
     def handle_exit(self, sig, frame):
         # A signal handler must not block or switch greenlets: the drain runs in its own.
         gevent.spawn(Lifecycle.of(self.wsgi).drain)
         super().handle_exit(sig, frame)
+
+
+class _Written:
+    """Takes the place of the client's socket while gunicorn writes its error page, so the
+    client gets the same status as the API's JSON error."""
+
+    def __init__(self):
+        self.data = b""
+
+    def gettimeout(self):
+        return 0.0
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def as_json_error(self, exc: BaseException) -> bytes:
+        from app.errors import ApiError  # loaded already: the worker serves the application
+        from app.responses import error_response
+
+        status_line = self.data.split(b"\r\n", 1)[0].decode("latin-1")
+        _http, status, reason = (status_line.split(" ", 2) + ["", "", ""])[:3]
+        status = int(status) if status.isdigit() else 500
+        if status >= 500:
+            reason = "Internal Server Error"  # the details are in the log, not for the client
+        error = ApiError((str(exc) if status < 500 else "") or reason or "Bad Request")
+        error.status = status
+        return error_response(error, "a request the server refused").closing_bytes("HTTP/1.1")

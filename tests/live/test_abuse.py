@@ -1,6 +1,9 @@
 """Abuse limits and secrets in logs, on live gunicorn servers: the order rate limit shared
 by workers, and what a worker's log never contains."""
 
+import json
+import socket
+
 import requests
 
 from tests.support.helpers import order_body
@@ -29,3 +32,26 @@ def test_live_gunicorn_logs_no_token_or_email(live_server):
     )
     output = server.output()
     assert order["accessToken"] not in output and order["customer"]["email"] not in output
+
+
+def test_requests_gunicorn_refuses_get_the_json_error(live_server):
+    """Over-long request lines and headers, and malformed requests, never reach the
+    application: gunicorn answers them, with its status and the API's JSON error."""
+    server = live_server()
+    long_path = f"/api/orders/{'x' * 9000}/wait"
+    assert_json_error(requests.get(server.url + long_path, timeout=5), 414, "exceeds limit")
+    too_many = {f"X-Filler-{n}": "y" for n in range(120)}
+    assert_json_error(requests.get(server.url + "/healthz", headers=too_many, timeout=5), 431)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET\x01 / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.makefile("rb").read()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head
+    assert json.loads(body)["success"] is False
+
+
+def assert_json_error(response, status: int, says: str = "") -> None:
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["success"] is False and says in body["error"]

@@ -32,6 +32,16 @@ def test_the_worker_methods_it_overrides_keep_their_shape():
         "respiter",
     ]
     assert list(inspect.signature(GeventWorker.handle_exit).parameters) == ["self", "sig", "frame"]
+    # handle_error writes its page to the client socket it is given, through write_error
+    # (which needs only gettimeout and sendall): the worker gives it a recorder instead.
+    assert list(inspect.signature(GeventWorker.handle_error).parameters) == [
+        "self",
+        "req",
+        "client",
+        "addr",
+        "exc",
+    ]
+    assert "util.write_error(client, " in inspect.getsource(GeventWorker.handle_error)
     # A request that took the connection over raises StopIteration out of handle_request:
     # handle() must take it as "close this connection", as it does for its own.
     assert "except StopIteration" in inspect.getsource(AsyncWorker.handle)
