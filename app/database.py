@@ -1,14 +1,23 @@
 """The database engine's URL and options, decided here for each backend from the Database
-settings, and the engine events each backend needs once the engine exists."""
+settings, the engine events each backend needs once the engine exists, and the retry of a
+unit of work whose connection died while pooled."""
 
+import functools
+import logging
 import os
 import time
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from app.config.sections import Database
+from app.extensions import db
+from app.logs import first_line
+
+log = logging.getLogger(__name__)
 
 # A dead PostgreSQL peer is noticed by TCP keepalives within a minute, not the OS's hours.
 KEEPALIVES = {
@@ -56,10 +65,9 @@ def engine_options(uri: str, database: Database, given: dict | None = None) -> d
 
 
 def add_engine_events(app: Flask) -> None:
-    """Once the engine is bound: SQLite journals in WAL mode, and PostgreSQL connections
-    that sat idle are pinged before use."""
-    from app.extensions import db
-
+    """Once the engine is bound: SQLite journals in WAL mode; PostgreSQL connections that
+    sat idle are pinged before use, and one found dead by its first statement is told apart
+    (see retry_if_died_while_pooled)."""
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("sqlite"):
         with app.app_context():
@@ -67,6 +75,7 @@ def add_engine_events(app: Flask) -> None:
     elif uri.startswith("postgresql"):
         with app.app_context():
             _ping_when_idle(db.engine, app.extensions["settings"].database.ping_after_idle)
+            _mark_deaths_while_pooled(db.engine)
 
 
 def _ping_when_idle(engine, idle_seconds: float) -> None:
@@ -89,6 +98,85 @@ def _ping_when_idle(engine, idle_seconds: float) -> None:
         except Exception as exc:
             # The pool discards this connection and checks out (or opens) another.
             raise DisconnectionError("idle connection failed its ping") from exc
+
+
+# In a connection's record.info: whether a statement succeeded on it since its checkout.
+_STATEMENT_RAN = "statement_ran"
+# Set on the error of a connection that died while pooled.
+_DIED_WHILE_POOLED = "died_while_pooled"
+
+
+def _mark_deaths_while_pooled(engine) -> None:
+    """Mark the error of a connection that turns out dead at the first statement of its
+    checkout: it died while pooled (the server restarted, or ended its backends), so nothing
+    was done on it and nothing can have committed. A statement after the first, and a
+    COMMIT, fail after work was done: their errors stay unmarked."""
+
+    @event.listens_for(engine, "checkout")
+    def _unused(_dbapi_connection, record, _proxy) -> None:
+        record.info[_STATEMENT_RAN] = False
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _used(connection, *_statement) -> None:
+        note_statement_ran(connection.info)
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(ctx) -> None:
+        connection, error = ctx.connection, ctx.sqlalchemy_exception
+        if ctx.is_disconnect and connection is not None and error is not None:
+            if not connection.invalidated:  # an invalidated one has no pooled connection
+                mark_if_died_while_pooled(error, connection.info)
+
+
+# The statements run straight on the driver (app/driver_statement.py) bypass the engine's
+# events: they call these two themselves.
+
+
+def note_statement_ran(connection_info: dict) -> None:
+    connection_info[_STATEMENT_RAN] = True
+
+
+def mark_if_died_while_pooled(error: DBAPIError, connection_info: dict) -> None:
+    """Mark `error`, raised by a connection that is gone, when no statement had succeeded
+    on that connection since its checkout."""
+    if connection_info.get(_STATEMENT_RAN) is False:
+        setattr(error, _DIED_WHILE_POOLED, True)
+
+
+def died_while_pooled(error: BaseException) -> bool:
+    return getattr(error, _DIED_WHILE_POOLED, False)
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def retry_if_died_while_pooled(unit: Callable[P, T]) -> Callable[P, T]:
+    """Run the unit of work `unit` once more when a statement of it failed on a connection
+    that died while pooled: that statement was the first of its checkout, so nothing was
+    done on that connection. For units that can run again from the start: reads, and writes
+    whose earlier checkouts left nothing a second run does not expect.
+
+    The disconnect also invalidated every connection pooled before the dead one
+    (SQLAlchemy's disconnect handling, and driver_statement.invalidate_with_older), so the
+    second run checks out a fresh one. Its failure is raised."""
+
+    @functools.wraps(unit)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return unit(*args, **kwargs)
+        except DBAPIError as error:
+            if not died_while_pooled(error):
+                raise
+            log.warning(
+                "database connection died while pooled; %s runs again on a fresh one: %s",
+                unit.__qualname__,
+                first_line(error),
+            )
+        db.session.rollback()  # the session's failed transaction, before it is used again
+        return unit(*args, **kwargs)
+
+    return run
 
 
 def _sqlite_wal(dbapi_connection, _record) -> None:

@@ -9,7 +9,8 @@ executed on a pooled driver connection.
 
 What SQLAlchemy would do around a failure is kept: the driver's error becomes SQLAlchemy's
 (OperationalError and the rest, which the app's handlers answer), connecting included, and
-a disconnect invalidates the connection and every pooled one opened before it.
+a disconnect invalidates the connection and every pooled one opened before it, and marks
+the error when the connection died while pooled (app/database.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
+
+from app.database import mark_if_died_while_pooled, note_statement_ran
 
 
 class DriverStatement:
@@ -65,6 +68,7 @@ class DriverStatement:
             cursor = driver.cursor()
             cursor.execute(self.sql, params)
             found = cursor.fetchone()
+            note_statement_ran(pooled.info)
             if self._row is None and cursor.description is not None:
                 names = [column.name for column in cursor.description]
                 self._row = namedtuple("Row", names, rename=True)
@@ -77,16 +81,18 @@ class DriverStatement:
                     driver.autocommit = False  # back to the pool as it came
                 except dialect.loaded_dbapi.Error:
                     disconnected = True
-            if disconnected:
-                invalidate_with_older(self.engine, pooled, exc)
-            raise DBAPIError.instance(
+            error = DBAPIError.instance(
                 self.sql,
                 params,
                 exc,
                 dialect.loaded_dbapi.Error,
                 connection_invalidated=disconnected,
                 dialect=dialect,
-            ) from exc
+            )
+            if disconnected:
+                mark_if_died_while_pooled(error, pooled.info)  # before invalidation drops it
+                invalidate_with_older(self.engine, pooled, exc)
+            raise error from exc
         except BaseException as exc:
             # Killed or timed out mid-statement: the connection's state is unknown.
             pooled.invalidate(exc)

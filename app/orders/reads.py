@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from uuid import UUID
 
 from app import metrics
+from app.database import retry_if_died_while_pooled
 from app.errors import DATABASE_DOWN, NotFound, ServiceUnavailable, Unauthorized
 from app.extensions import db
 from app.logs import first_line
@@ -73,6 +74,7 @@ def current_order(order_id: str, token: str, known: dict | None) -> tuple[dict, 
         db.session.remove()  # hand the connection back, and drop the session, before holding
 
 
+@retry_if_died_while_pooled
 def latest_versions(order_ids: list[str]) -> dict[str, tuple[int, str]]:
     """Current (version, published message) of the given orders, in batched queries: the
     hub's fallback poll, and the final read of waits at their deadline."""

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm.exc import StaleDataError
 
+from app.database import retry_if_died_while_pooled
 from app.extensions import db
 from app.logs import fields, mask_email
 
@@ -26,6 +27,7 @@ def new_order_number() -> str:
     return f"ORD-{int(time.time() * 1000)}-{suffix}"
 
 
+@retry_if_died_while_pooled  # the INSERT is the first statement: nothing committed
 def create_order(new: NewOrder) -> tuple[Order, str]:
     """Create a pending order; returns it with its access token (shown to the customer once)."""
     token, token_hash = new_token()
@@ -58,6 +60,7 @@ def create_order(new: NewOrder) -> tuple[Order, str]:
     return order, token
 
 
+@retry_if_died_while_pooled
 def authorize(order_id: str, token: str | None) -> Order:
     """Load an order the token opens. Wrong token and unknown order look the same: 404."""
     reads.check_order_request(order_id, token)

@@ -8,6 +8,7 @@ itself. On PostgreSQL the statement runs straight on the driver, in autocommit
 
 from sqlalchemy import Row, bindparam, select
 
+from app.database import retry_if_died_while_pooled
 from app.driver_statement import on_driver
 from app.extensions import db
 
@@ -35,6 +36,7 @@ _orders = Order.__table__
 _READ = select(*(_orders.c[name] for name in READ_COLUMNS)).where(_orders.c.id == bindparam("id"))
 
 
+@retry_if_died_while_pooled
 def read_order(order_id: str) -> Row | tuple | None:
     """The order's READ_COLUMNS, or None when there is no such order."""
     engine = db.engine

@@ -9,6 +9,7 @@ from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
 from app import metrics
+from app.database import retry_if_died_while_pooled
 from app.errors import DATABASE_DOWN, NotFound, Unauthorized, ValidationError
 from app.extensions import db
 from app.logs import fields
@@ -150,12 +151,18 @@ def _event_values(receipt, outcome, reason, callback, order_id) -> dict:
     }
 
 
+@retry_if_died_while_pooled
 def apply_callback(callback: Callback, receipt: Receipt) -> Outcome:
     """Settle the order the callback names; a settled order is never changed again.
 
     Concurrent deliveries serialize on the row lock (PostgreSQL) and on the condition or
     version check of the UPDATE (everywhere): the first settles the order, the rest find it
     settled.
+
+    Run once more when a connection turns out to have died while pooled: the statement that
+    failed was the first of its checkout. The settlement on PostgreSQL is one statement in
+    autocommit; had it committed before its connection broke, the second run finds the order
+    settled (a duplicate), as the provider's own retry would.
     """
     settled = _settle_at_once(callback, receipt)
     if settled is not None:

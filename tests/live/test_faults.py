@@ -15,10 +15,11 @@ from app.orders import events
 from app.realtime.hub import Hub
 from app.realtime.publish import Publisher
 from tests.support import servers
-from tests.support.helpers import auth, create_order, pay
+from tests.support.helpers import auth, create_order, order_body, pay
 from tests.support.live import create, parked
 from tests.support.live import pay as pay_live
 from tests.support.live import wait as wait_live
+from tests.support.postgres import terminate_backends
 from tests.support.servers import eventually
 
 SLACK = 1.5  # seconds of scheduling slack on a shared 2-core machine
@@ -375,3 +376,46 @@ def test_idle_database_connections_are_checked_before_use(make_app, pg_url, db_p
     response = client.get(f"/api/orders/{order['orderId']}", headers=auth(order))
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["orderId"] == order["orderId"]
+
+
+def test_requests_meeting_connections_that_died_while_pooled_get_no_503(
+    live_server, pg_url, redis_client
+):
+    """PostgreSQL ended every backend (a restart, a pooler recycling them) while the
+    worker's pool held them: the next request on a dead one is retried on a fresh one."""
+    # One pooled connection, which each step below meets dead. Idle pings would replace it
+    # first: only the retry is under test.
+    server = live_server(DATABASE_POOL_SIZE=1, DATABASE_PING_AFTER_IDLE=3600)
+    order = create(server)
+
+    def show() -> requests.Response:
+        url = f"{server.url}/api/orders/{order['orderId']}"
+        return requests.get(url, headers=auth(order), timeout=10)
+
+    def pool_dropped() -> None:
+        assert show().status_code == 200  # the pool holds a live connection, this read's
+        assert terminate_backends(pg_url) >= 1
+
+    pool_dropped()
+    response = requests.post(server.url + "/api/orders", json=order_body(), timeout=10)
+    assert response.status_code == 201, response.text
+
+    pool_dropped()
+    response = show()
+    assert response.status_code == 200, response.text
+
+    pool_dropped()
+    redis_client.delete(events.latest_key(order["orderId"]))  # the wait must read the database
+    response = wait_live(server, order, timeout_ms=0, since=0)
+    assert response.status_code == 200, response.text
+    assert response.json()["source"] == "db"
+
+    pool_dropped()
+    response = pay_live(server, order)
+    assert response.status_code == 200, response.text
+    assert response.json()["changed"] is True
+    assert show().json()["paymentStatus"] == "completed"
+
+    retried = [line for line in server.output().splitlines() if "died while pooled" in line]
+    for unit in ("create_order", "authorize", "read_order", "apply_callback"):
+        assert sum(f" {unit} runs again" in line for line in retried) == 1, retried
