@@ -8,6 +8,7 @@ from uuid import uuid4
 from flask import current_app
 
 from app.errors import TooManyRequests
+from app.realtime.connections import WORKER_ID
 
 WAIT_RETRY_AFTER_S = 5
 
@@ -15,7 +16,8 @@ WAIT_RETRY_AFTER_S = 5
 def take_wait_slots(client: str, order_id: str) -> list:
     """One slot per client address and one per order while a wait is held, or 429."""
     per_client, per_order = current_app.extensions["wait_limits"]
-    lease_id = uuid4().hex
+    # Named by its worker, like a stream's lease: a lease left by a worker that died shows whose.
+    lease_id = f"{WORKER_ID}:{uuid4().hex}"
     taken: list = []
     try:
         for limiter, owner, whose in (

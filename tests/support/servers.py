@@ -151,7 +151,8 @@ class TcpProxy:
     start() serves again on the same port; mute() silences every open connection in both
     directions while new ones pass normally (a connection that silently stopped answering,
     as the old side of a failover); pause() holds back what every connection carries, and
-    resume() passes it on (a server that stalls for a while).
+    resume() passes it on (a server that stalls for a while); `delay` holds back each chunk
+    that many seconds (a slow link).
     """
 
     def __init__(self, upstream_port: int):
@@ -161,6 +162,7 @@ class TcpProxy:
         self._muted: set[tuple[socket.socket, socket.socket]] = set()
         self._flowing = Event()
         self._flowing.set()
+        self.delay = 0.0
         self._server: StreamServer | None = None
         self.start()
 
@@ -213,6 +215,8 @@ class TcpProxy:
         try:
             while data := source.recv(65536):
                 self._flowing.wait()
+                if self.delay:
+                    gevent.sleep(self.delay)
                 if pair not in self._muted:
                     target.sendall(data)
         except OSError:
