@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+# Greedy: a value holding the words themselves does not end the command early.
+_PIPELINE_COMMAND = re.compile(r"Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
 # The LogRecord attribute that carries an event's fields.
 _FIELDS_ATTR = "fields"
 
@@ -34,6 +36,13 @@ def first_line(exc: BaseException) -> str:
     """The first line of an error's message (database errors run to many), or its type."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def redis_error(exc: BaseException) -> str:
+    """A Redis error's message without the command redis-py writes into a failed pipeline's
+    ("Command # 1 (SET key value) of pipeline caused error: ..."): a value can be an order's
+    JSON, with the customer's name and email."""
+    return _PIPELINE_COMMAND.sub("", str(exc)) or type(exc).__name__
 
 
 def redact_url(url: str) -> str:

@@ -17,6 +17,7 @@ from gevent.queue import SimpleQueue
 from redis.exceptions import RedisError
 
 from app import metrics
+from app.logs import fields, redis_error
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ class Publish(NamedTuple):
     channel: str
     message: str
     sharded: bool = False
+
+    def describe(self) -> str:
+        return f"PUBLISH {self.channel}"
 
     def queue_on(self, pipe) -> None:
         if self.sharded:
@@ -52,6 +56,9 @@ class Latest(NamedTuple):
     value: str
     if_absent: bool = False
 
+    def describe(self) -> str:
+        return f"SET {self.key}"
+
     def queue_on(self, pipe) -> None:
         pipe.set(self.key, self.value, ex=self.ttl, nx=self.if_absent)
 
@@ -63,6 +70,9 @@ class Append(NamedTuple):
     value: str
     ttl: int
     max_len: int
+
+    def describe(self) -> str:
+        return f"RPUSH {self.key}"
 
     def queue_on(self, pipe) -> None:
         pipe.rpush(self.key, self.value)
@@ -76,10 +86,15 @@ class Increment(NamedTuple):
     key: str
     field: str
 
+    def describe(self) -> str:
+        return f"HINCRBY {self.key} {self.field}"
+
     def queue_on(self, pipe) -> None:
         pipe.hincrby(self.key, self.field, 1)
 
 
+# Each operation's describe() is what a log line shows of it: the command and its channel or
+# key, never the value, which for an order is its JSON with the customer's name and email.
 Operation = Publish | Latest | Append | Increment
 
 
@@ -113,7 +128,12 @@ class Publisher:
         try:
             return done.get(timeout=self._wait_timeout)
         except gevent.Timeout:
-            log.warning("Redis did not confirm %s within %.1fs", operations[0], self._wait_timeout)
+            log.warning(
+                "Redis did not confirm %s within %.1fs",
+                operations[0].describe(),
+                self._wait_timeout,
+                extra=fields(event="publish.unconfirmed"),
+            )
             return False
 
     def submit(self, *operations: Operation) -> None:
@@ -155,8 +175,12 @@ class Publisher:
             pipe.execute()
         except RedisError as exc:
             metrics.publish_failures.inc()
+            first_event, _ = batch[0]
             log.warning(
-                "publish of %d event(s) failed, waiters will read the database: %s", len(batch), exc
+                "publish of %d event(s) failed, waiters will read the database: %s",
+                len(batch),
+                redis_error(exc),
+                extra=fields(event="publish.failed", first=first_event[0].describe()),
             )
             return False
         return True

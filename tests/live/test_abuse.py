@@ -7,7 +7,7 @@ import socket
 import requests
 
 from tests.support.helpers import order_body
-from tests.support.live import create
+from tests.support.live import create, pay
 
 
 def test_order_rate_limit_holds_across_workers(live_server):
@@ -55,3 +55,33 @@ def assert_json_error(response, status: int, says: str = "") -> None:
     assert response.headers["Content-Type"] == "application/json"
     body = response.json()
     assert body["success"] is False and says in body["error"]
+
+
+def test_logs_of_a_publish_redis_does_not_confirm_carry_the_order_id_not_the_customer(
+    live_server, private_redis
+):
+    """Redis stops answering while an order is created and settled: the worker's log says
+    which order and why, and nothing of its customer."""
+    redis_server = private_redis()
+    server = live_server(REDIS_URL=redis_server.url, REDIS_SOCKET_TIMEOUT=0.5)
+    customer = {"email": "nyokabi.wambui@example.org", "firstName": "Nyokabi", "lastName": "Wambui"}
+    phone = "254798765432"
+    redis_server.freeze()
+    try:
+        response = requests.post(
+            server.url + "/api/orders",
+            json=order_body(customer=customer, phone=phone),
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        order = response.json()
+        assert pay(server, order).status_code == 200  # the database is the truth
+    finally:
+        redis_server.thaw()
+
+    output = server.output()
+    unconfirmed = [line for line in output.splitlines() if "did not confirm" in line]
+    assert len(unconfirmed) == 2, output  # the cached state at creation, the settlement
+    assert all(order["orderId"] in line for line in unconfirmed), unconfirmed
+    for secret in (*customer.values(), phone, order["accessToken"]):
+        assert secret not in output

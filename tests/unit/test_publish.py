@@ -1,10 +1,12 @@
 """The publisher on its own, against real Redis servers: what goes in a batch, in what order."""
 
+import logging
+
 import gevent
 import pytest
 import redis
 
-from app.realtime.publish import Append, Increment, Publish, Publisher
+from app.realtime.publish import Append, Increment, Latest, Publish, Publisher
 
 
 class RecordingRedis(redis.Redis):
@@ -81,3 +83,51 @@ def test_events_sent_while_a_batch_is_in_flight_go_next_in_one_batch(publishers,
     assert log == [("batch", 4), ("batch", 9 * 4)]
     check = redis.Redis.from_url(server.url, decode_responses=True)
     assert check.lrange("pub:burst", 0, -1) == [str(n) for n in range(10)]
+
+
+# What a log line shows of an operation: never its value, an order's JSON with its customer.
+CUSTOMER_JSON = '{"customer":{"email":"nyokabi@example.org","firstName":"Nyokabi"}}'
+
+
+def test_operations_describe_themselves_without_their_values():
+    operations = [
+        Publish("order:{7}:status", CUSTOMER_JSON),
+        Latest("order:{7}:latest", 60, CUSTOMER_JSON),
+        Append("order:{7}:updates", CUSTOMER_JSON, 60, 50),
+        Increment("admin:stats:webhooks", "received"),
+    ]
+    assert [operation.describe() for operation in operations] == [
+        "PUBLISH order:{7}:status",
+        "SET order:{7}:latest",
+        "RPUSH order:{7}:updates",
+        "HINCRBY admin:stats:webhooks received",
+    ]
+
+
+def test_a_publish_redis_does_not_confirm_is_logged_by_its_channel(
+    publishers, private_redis, caplog
+):
+    server = private_redis()
+    client = redis.Redis.from_url(server.url, socket_timeout=1)
+    publisher = publishers(client, wait_timeout=0.2)
+    server.freeze()
+    try:
+        with caplog.at_level(logging.WARNING, "app.realtime.publish"):
+            assert publisher.send(Publish("order:{7}:status", CUSTOMER_JSON)) is False
+    finally:
+        server.thaw()
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line == "Redis did not confirm PUBLISH order:{7}:status within 0.2s"
+
+
+def test_a_failed_batch_is_logged_without_the_values_redis_py_adds_to_its_error(
+    publishers, redis_url, redis_client, caplog
+):
+    redis_client.set("pub:taken", "a string")  # an RPUSH on it fails: WRONGTYPE
+    publisher = publishers(redis.Redis.from_url(redis_url))
+    with caplog.at_level(logging.WARNING, "app.realtime.publish"):
+        assert publisher.send(Append("pub:taken", CUSTOMER_JSON, 60, 50)) is False
+    [failed] = caplog.records
+    assert "WRONGTYPE" in failed.getMessage()
+    assert "Nyokabi" not in failed.getMessage() and "pipeline" not in failed.getMessage()
+    assert failed.fields["first"] == "RPUSH pub:taken"
