@@ -38,7 +38,12 @@ def configure_database_url(app: Flask) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = uri
     # SQLALCHEMY_ENGINE_OPTIONS given to create_app (a test's) stand in for the pool settings.
     given = app.config.get("SQLALCHEMY_ENGINE_OPTIONS")
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(uri, database, given)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        # A database error, and so the log of the request it failed, does not list its
+        # statement's parameters: an order's are its customer's name, email and phone.
+        "hide_parameters": True,
+        **engine_options(uri, database, given),
+    }
 
 
 def engine_options(uri: str, database: Database, given: dict | None = None) -> dict:

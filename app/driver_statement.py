@@ -86,6 +86,7 @@ class DriverStatement:
                 params,
                 exc,
                 dialect.loaded_dbapi.Error,
+                hide_parameters=self.engine.hide_parameters,
                 connection_invalidated=disconnected,
                 dialect=dialect,
             )
