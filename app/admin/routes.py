@@ -42,7 +42,12 @@ def _admin_stream(kind: str, key: str, frames_for):
     token = require_admin(request)
     last_id = _last_id()
     lease, release = streams.open_stream(token)
-    return sse.serve(kind, key, frames_for(token, lease, last_id), release=release)
+    try:
+        frames = frames_for(token, lease, last_id)
+    except BaseException:
+        release()  # refused (the database is down, say): the slot is free again at once
+        raise
+    return sse.serve(kind, key, frames, release=release)
 
 
 @bp.get("/realtime/stats")

@@ -60,12 +60,15 @@ class LeaseKeeper:
 def stats_frames(token: str, lease: str, last_id: int) -> callable:
     feed = current_app.extensions["admin.feed"]
     keeper = LeaseKeeper(token, lease)
+    # Read before the stream starts: a database that is down is then a 503 with Retry-After,
+    # not a stream that breaks before its first event.
+    first = feed.current()
 
     def frames(connection: Connection) -> Iterator[str]:
         follower = feed.join()
         try:
             event_id = last_id + 1
-            stats = feed.current()
+            stats = first
             connection.last_status = stats["mode"]
             yield sse.event(stats, name="sync", event_id=event_id)
             while True:

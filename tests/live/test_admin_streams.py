@@ -17,6 +17,7 @@ import pytest
 import redis
 import requests
 
+from app.config import normalize_database_url
 from tests.conftest import REDIS_URL
 from tests.support import servers
 from tests.support.helpers import assert_json_error
@@ -720,3 +721,23 @@ def test_a_refresh_is_computed_once_even_with_streams_open(live_server, redis_cl
     assert synced["computations"] == refreshed["computations"] == before + 1, (refreshed, synced)
     assert synced["generatedAt"] == refreshed["generatedAt"]
     assert computations(redis_client) == before + 1
+
+
+def test_a_stats_stream_opened_while_the_database_is_down_is_a_503_that_frees_its_slot(
+    live_server, redis_client, open_stream, pg_url, db_proxy
+):
+    """The first statistics are read before the stream starts: with the database down and
+    nothing cached, the answer is the JSON 503 with Retry-After (not a stream that breaks
+    before its first event), and the refused stream's slot is free again at once."""
+    proxied_url = normalize_database_url(pg_url).replace(":5432/", f":{db_proxy.port}/")
+    server = start(live_server, DATABASE_URL=proxied_url)
+    db_proxy.stop()
+    redis_client.delete(CACHE_KEY)
+    for _attempt in range(4):  # one more than the token's slots: each 503 gave its slot back
+        stream = open_stream(server)
+        assert_refused(stream, 503)
+        assert stream.response.headers["Retry-After"]
+    db_proxy.start()
+    servers.eventually(
+        lambda: open_stream(server).is_stream, 10, "a stream once the database is back"
+    )
