@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-faults clean
+.PHONY: run test lint bench bench-faults chaos clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: $(BIN)/.installed
 
 bench-faults: $(BIN)/.installed
 	$(BIN)/python bench/faults.py $(BENCH_ARGS)
+
+# Ten minutes of faults under load, then the history checked (docs/RELIABILITY.md);
+# CHAOS_ARGS="--seed N" replays a run's schedule.
+chaos: $(BIN)/.installed
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

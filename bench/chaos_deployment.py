@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import psycopg2
 
-from tests.support import servers
+from tests.support import postgres, servers
 from tests.support.helpers import WEBHOOK_SECRET
 from tests.support.nginx import Nginx
 
@@ -97,13 +98,7 @@ class PostgresServer:
         return conn
 
     def terminate_backends(self) -> int:
-        with closing(self.connect()) as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (DATABASE,),
-            )
-            return cur.fetchone()[0]
+        return postgres.terminate_backends(self.url)
 
     def destroy(self) -> None:
         try:
@@ -141,9 +136,14 @@ class Instance:
         self._retire()
 
     def keep_errors(self) -> None:
-        """Keep the ERROR lines of the running server's log, which goes when it stops."""
-        log = self.server.output().splitlines()
-        self.errors += [line for line in log if " ERROR " in line or "Traceback" in line]
+        """Keep what the running server logged at ERROR (with its traceback), as its log
+        goes when it stops."""
+        keeping = False
+        for line in self.server.output().splitlines():
+            if re.match(r"\d{4}-\d\d-\d\d", line) or line.startswith("["):
+                keeping = " ERROR " in line or "[ERROR]" in line
+            if keeping:
+                self.errors.append(line)
 
     def _retire(self) -> None:
         self.keep_errors()

@@ -20,12 +20,13 @@ from gevent.lock import Semaphore
 from bench.chaos_deployment import Deployment
 from bench.chaos_history import Fault
 
-# kind: (the part it acts on, shortest and longest duration in seconds)
+# kind: (the part it acts on, shortest and longest duration in seconds). "deploy" is one
+# part for all instances: a rolling deploy restarts one instance at a time.
 KINDS = {
     "redis-kill": ("redis", 0.5, 3.0),
     "redis-freeze": ("redis", 0.5, 4.0),
     "worker-kill": ("instance", 0.0, 0.0),
-    "rolling-restart": ("instance", 0.0, 0.0),
+    "rolling-restart": ("deploy", 0.0, 0.0),
     "pg-terminate": ("postgres", 0.0, 0.0),
     "pg-restart": ("postgres", 0.0, 0.0),
     "redis-latency": ("link", 2.0, 6.0),
@@ -83,7 +84,7 @@ class Injector:
 
     def _part(self, fault: Planned) -> Semaphore:
         part = KINDS[fault.kind][0]
-        name = part if part in ("redis", "postgres") else f"{part}{fault.instance}"
+        name = f"{part}{fault.instance}" if part in ("instance", "link") else part
         return self._parts.setdefault(name, Semaphore())
 
     def _apply(self, fault: Planned) -> None:

@@ -145,7 +145,9 @@ def _check_answers(history: History, report: Report) -> None:
             report.cut_by_killed_worker += 1
             continue
         what = answer.status if answer.status is not None else answer.error
-        report.bad_answers.append(f"{answer.kind} {answer.order} {answer.client}: {what}")
+        report.bad_answers.append(
+            f"{answer.kind} {answer.order} {answer.client} at {answer.started:.3f}: {what}"
+        )
 
 
 def _check_followers(history: History, orders: dict[str, Settled], report: Report) -> None:
