@@ -94,6 +94,13 @@ def test_only_requests_that_reached_no_replica_are_retried_but_the_idempotent_we
     assert found.get("proxy_request_buffering", ["on"]) == ["on"]
 
 
+def test_no_replica_is_ever_marked_down():
+    """A killed worker's held waits all fail at once: counted as failures of its replica,
+    they marked it down, and with the other replica restarting nginx had no live upstream."""
+    servers_line = directives(CONF.read_text())["server"]
+    assert servers_line and all("max_fails=0" in line.split() for line in servers_line)
+
+
 def test_upstream_keepalive_closes_before_gunicorns():
     found = directives(CONF.read_text())
     assert int(found["keepalive"][0]) > 0
