@@ -21,8 +21,10 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from contextlib import closing  # noqa: E402
 from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -88,6 +90,12 @@ def read_leaks(deployment: Deployment) -> dict[str, int]:
     }
 
 
+def proxy_errors(log: str) -> dict[str, int]:
+    """nginx's errors by kind ("connect() failed", "no live upstreams", ...)."""
+    kinds = re.findall(r"\[error\] [0-9#]+: \*?[0-9]* ?([a-z][^(,]*)", log)
+    return dict(Counter(kind.strip() for kind in kinds))
+
+
 def settled_leaks(deployment: Deployment) -> dict[str, int]:
     deadline = time.monotonic() + LEAK_SETTLE_S
     while True:
@@ -115,6 +123,10 @@ def run(seed: int, duration: float, faults: int, rate: float, grace: float) -> R
         for instance in deployment.instances:
             instance.keep_errors()
             report.service_errors += instance.errors
+        report.proxy_errors = proxy_errors(deployment.nginx.error_log.read_text())
+        report.fault_log = [
+            f"{f.started:.3f}-{f.ended:.3f} {f.kind}: {f.target}" for f in history.faults
+        ]
         return report
     finally:
         deployment.destroy()
@@ -164,6 +176,7 @@ def main() -> int:
     for name in ("lost", "double_settlements", "regressions", "bad_answers"):
         for line in getattr(report, name)[:20]:
             print(f"{name}: {line}")
+    print(f"nginx errors: {report.proxy_errors}")
     for line in report.service_errors[:20]:
         print(f"service error: {line}")
     if args.json:

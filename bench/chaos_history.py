@@ -88,6 +88,8 @@ class Report:
     leaks: dict[str, int] = field(default_factory=dict)
     staleness: dict[str, list[float]] = field(default_factory=dict)  # fault kind: seconds
     service_errors: list[str] = field(default_factory=list)  # ERROR lines the servers logged
+    proxy_errors: dict[str, int] = field(default_factory=dict)  # nginx's, by kind
+    fault_log: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> int:

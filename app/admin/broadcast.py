@@ -14,6 +14,8 @@ import gevent
 from gevent.event import Event
 
 from app import metrics
+from app.errors import DATABASE_DOWN
+from app.logs import first_line
 from app.realtime import Hub
 from app.realtime.hub import SHUTDOWN
 from app.realtime.signals import Broadcast, Follower
@@ -102,6 +104,10 @@ class StatsFeed:
                     stats = {**self._source.get(fresher_than=fresh), "mode": "poll"}
                 else:
                     continue
+            except DATABASE_DOWN as exc:
+                # Expected while the database restarts: the next read tries again.
+                log.warning("statistics read failed, database unavailable: %s", first_line(exc))
+                continue
             except Exception:
                 log.exception("statistics read failed")
                 continue
