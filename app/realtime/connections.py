@@ -139,6 +139,24 @@ class Presence:
         return totals
 
 
+def _worker_is_gone(lease_id: bytes | str) -> bool:
+    """Whether a lease id ("<host>:<pid>:<unique>") names a worker of this host that is no
+    longer running."""
+    if isinstance(lease_id, bytes):
+        lease_id = lease_id.decode(errors="replace")
+    host, _, rest = lease_id.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # running, as another user
+    return False
+
+
 class LeaseLimiter:
     """At most `limit` things held at once per owner (a token, a client address, an order),
     across all workers: a lease per thing in a Redis sorted set, expiring by itself if its
@@ -170,10 +188,27 @@ class LeaseLimiter:
             open_streams = pipe.execute()[2]
         except RedisError:
             return self._acquire_locally(token, stream_id)
-        if open_streams > self.limit:
+        if open_streams > self.limit and not self._dropped_leases_of_dead_workers(key, now):
             self.release(token, stream_id)
             return None
         return stream_id
+
+    def _dropped_leases_of_dead_workers(self, key: str, now: float) -> bool:
+        """Drop the leases of workers of this host that are gone (killed, say: they gave
+        nothing back); True if that leaves room for the lease just added. A client that
+        reconnects after its worker died would otherwise meet its own old stream's lease
+        until it lapsed. Leases of other hosts are left to lapse."""
+        try:
+            members = self._client.zrangebyscore(key, now, "+inf")
+            dead = [m for m in members if _worker_is_gone(m)]
+            if not dead:
+                return False
+            pipe = self._client.pipeline(transaction=True)
+            pipe.zrem(key, *dead)
+            pipe.zcard(key)
+            return pipe.execute()[1] <= self.limit
+        except RedisError:
+            return False
 
     def refresh(self, token: str, stream_id: str) -> None:
         if stream_id.startswith(("local:", "unlimited:")):
