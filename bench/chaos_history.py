@@ -13,6 +13,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 TERMINAL = frozenset({"completed", "cancelled", "failed", "expired"})
+# A request sent this soon after a worker was killed may still go to it: nginx notices the
+# death of an idle keep-alive connection only when the kernel tells it.
+KILL_NOTICED_S = 1.0
 # Window before a settlement in which a fault still counts as acting on its delivery: a
 # connection broken just before the webhook is repaired while the answer is under way.
 FAULT_REACH_S = 2.0
@@ -131,8 +134,9 @@ def _check_settlements(orders: dict[str, Settled], report: Report) -> None:
 
 
 def _check_answers(history: History, report: Report) -> None:
-    """200, 201, 204, a 4xx for bad input, or a 503 with Retry-After; a request cut by a
-    worker killed while it was in flight is counted apart (nothing can answer it)."""
+    """101, 200, 201, 204, a 4xx for bad input, or a 503 with Retry-After; a request cut by
+    a worker killed while it was in flight (or just before it was sent) is counted apart:
+    nothing can answer it."""
     kills = [f.started for f in history.faults if f.kind == "worker-kill"]
     for answer in history.answers:
         if answer.status in (101, 200, 201, 204):
@@ -142,7 +146,7 @@ def _check_answers(history: History, report: Report) -> None:
         if answer.bad_input and answer.status is not None and 400 <= answer.status < 500:
             continue
         if answer.status in (None, 502) and any(
-            answer.started <= at <= answer.ended for at in kills
+            answer.started - KILL_NOTICED_S <= at <= answer.ended for at in kills
         ):
             report.cut_by_killed_worker += 1
             continue

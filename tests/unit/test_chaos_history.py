@@ -65,17 +65,19 @@ def test_only_contract_answers_pass_and_cuts_by_a_killed_worker_are_counted_apar
         answer(400, bad_input=True),
         answer(502, at=600.0),  # in flight when the worker was killed
         answer(None, at=600.0, error="ConnectionError"),
+        answer(502, at=601.0),  # sent just after the kill, on a connection to the dead worker
     ]
     report = check(history, {}, NO_LEAKS)
-    assert report.bad_answers == [] and report.cut_by_killed_worker == 2
+    assert report.bad_answers == [] and report.cut_by_killed_worker == 3
     history.answers += [
         answer(503),  # no Retry-After
         answer(400),  # the load sent nothing wrong
         answer(502),  # no worker was killed then
+        answer(502, at=601.6),  # sent well after the kill
         answer(None, error="ReadTimeout"),
         answer(429, retry_after=True),
     ]
-    assert len(check(history, {}, NO_LEAKS).bad_answers) == 5
+    assert len(check(history, {}, NO_LEAKS).bad_answers) == 6
 
 
 def test_leaks_are_failures():
