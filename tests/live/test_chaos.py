@@ -16,6 +16,7 @@ SEED = 1
 DURATION_S = 60
 
 
+@pytest.mark.timeout(DURATION_S + 300)
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it)")
 def test_short_campaign_loses_nothing(tmp_path):
     report_path = tmp_path / "chaos.json"
