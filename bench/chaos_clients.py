@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import gevent
@@ -30,6 +31,7 @@ from websockets.sync.client import connect as connect_websocket
 from app.payments.signature import sign
 from bench.chaos_history import TERMINAL, Answer, History, Seen
 from tests.support.helpers import WEBHOOK_SECRET, callback_body, order_body
+from tests.support.sse import Frame, parse_line
 
 WAIT_TIMEOUT_MS = 15_000
 READ_TIMEOUT_S = 25.0  # above the wait's timeout and the streams' heartbeats
@@ -215,13 +217,13 @@ class Load:
                 continue
             retry_ms = None
             try:
-                for event in _sse_events(response):
-                    if "retry" in event:
-                        retry_ms = int(event["retry"])
-                    if event.get("event") != "order_status":
+                for frame in _sse_events(response):
+                    if frame.retry:
+                        retry_ms = int(frame.retry)
+                    if frame.event != "order_status":
                         continue
-                    last_id = int(event["id"])
-                    if self._saw(client, order_id, json.loads(event["data"])):
+                    last_id = int(frame.id)
+                    if self._saw(client, order_id, frame.json()):
                         return
             except (requests.RequestException, OSError, ValueError):
                 pass  # the stream was cut: reconnect
@@ -347,8 +349,8 @@ class Load:
                 gevent.sleep(self.pause_after(response))
                 continue
             try:
-                for event in _sse_events(response):
-                    last_id = event.get("id", last_id)
+                for frame in _sse_events(response):
+                    last_id = frame.id or last_id
                     if not self.admins_on.is_set():
                         break
             except (requests.RequestException, OSError):
@@ -358,14 +360,12 @@ class Load:
             gevent.sleep(self.rng.uniform(0.2, 1.0))
 
 
-def _sse_events(response):
-    """The fields of each event of an SSE response ({"event", "id", "data", "retry"})."""
-    event: dict = {}
+def _sse_events(response) -> Iterator[Frame]:
+    """The frames of an SSE response, heartbeats included, as they arrive."""
+    frame = Frame()
     for line in response.iter_lines(decode_unicode=True):
-        if not line:
-            if event:
-                yield event
-            event = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            event[name] = value[1:] if value.startswith(" ") else value
+        if line:
+            parse_line(frame, line)
+        elif frame != Frame():
+            yield frame
+            frame = Frame()

@@ -27,7 +27,8 @@ from app import metrics
 log = logging.getLogger(__name__)
 
 PRESENCE_KEY = "realtime:presence"
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+_HOST = socket.gethostname()
+WORKER_ID = f"{_HOST}:{os.getpid()}"
 
 
 @dataclass
@@ -146,7 +147,7 @@ def _worker_is_gone(lease_id: bytes | str) -> bool:
         lease_id = lease_id.decode(errors="replace")
     host, _, rest = lease_id.partition(":")
     pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    if host != _HOST or not pid.isdigit() or int(pid) == os.getpid():
         return False
     try:
         os.kill(int(pid), 0)

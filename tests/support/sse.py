@@ -16,6 +16,7 @@ class Frame:
 
     event: str | None = None
     id: str | None = None
+    retry: str | None = None
     data_lines: list[str] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     at: float = 0.0
@@ -53,6 +54,8 @@ def parse_line(frame: Frame, line: str) -> None:
         frame.id = value
     elif name == "data":
         frame.data_lines.append(value)
+    elif name == "retry":
+        frame.retry = value
 
 
 class SseStream:
