@@ -14,9 +14,18 @@ from gunicorn is here, through the worker's own overridable methods, verified on
 - `handle_error(req, client, addr, exc)`: a request gunicorn refuses before the application
   sees it (a request line or headers over the limits, a malformed request) gets gunicorn's
   status, logged by gunicorn as usual, with the API's JSON error instead of its HTML page.
-- `handle_exit` (SIGTERM: stop, and HUP/USR2 reloads): held requests are answered and
-  streams ended at once, then gunicorn stops as usual; before the process ends, what the
-  application holds outside gunicorn's requests gets the rest of the graceful timeout.
+- `handle_exit` (SIGTERM: stop, and HUP/USR2 reloads): the listeners close first, then
+  held requests are answered and streams ended at once, and gunicorn stops as usual; before
+  the process ends, what the application holds outside gunicorn's requests gets the rest of
+  the graceful timeout. Closing first matters: the clients the drain answers come straight
+  back, and a listener still open would queue them only to reset them when it closes.
+- The listeners are gevent `StreamServer`s that `GeventWorker.run` makes from the name
+  `StreamServer` in gunicorn's ggevent module; that name is this module's `Listener`,
+  which takes the connections the kernel already queued before it closes (a closed
+  listener resets them, and a proxy never resends a POST it had sent).
+- `handle(listener, client, addr)` serves one connection, and reads only the listener's
+  address (`getsockname`); it is given that address kept aside, because a connection
+  taken while closing is served after its listener was closed.
 
 Importing this module loads no part of the application (gunicorn's master imports it).
 """
@@ -30,6 +39,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import gevent
+from gevent.server import StreamServer
+from gunicorn.workers import ggevent
 from gunicorn.workers.ggevent import GeventWorker
 
 from app.lifecycle import Lifecycle
@@ -86,7 +97,49 @@ def serving(sock) -> Iterator[ClientConnection]:
         _current.reset(token)
 
 
+class Listener(StreamServer):
+    """A listening socket's server that answers what was queued on it before closing."""
+
+    # Connections taken at most while closing: above any listen backlog (2048 here).
+    QUEUED_AT_MOST = 10_000
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _listeners.append(self)
+
+    def close(self):
+        if not self.closed:
+            # Nothing yields in this loop, so it ends once the queue is empty: the
+            # connections it hands over are served after the listener is closed.
+            for _ in range(self.QUEUED_AT_MOST):
+                accepted = self.do_read()  # None once nothing is queued (non-blocking)
+                if not accepted:
+                    break
+                self.do_handle(*accepted)
+        super().close()
+
+
+class _ListenerAddress:
+    """What gunicorn reads of a listener as it starts serving a connection (its address),
+    still there once the listener is closed."""
+
+    __slots__ = ("address",)
+
+    def __init__(self, address):
+        self.address = address
+
+    def getsockname(self):
+        return self.address
+
+
+_listeners: list[Listener] = []  # this worker's, made by GeventWorker.run
+ggevent.StreamServer = Listener
+
+
 class Worker(GeventWorker):
+    def handle(self, listener, client, addr):
+        super().handle(self._addresses[id(listener)], client, addr)
+
     def handle_request(self, listener_name, req, sock, addr):
         with serving(sock) as connection:
             super().handle_request(listener_name, req, sock, addr)
@@ -100,6 +153,7 @@ class Worker(GeventWorker):
         return super().is_already_handled(respiter)
 
     def run(self):
+        self._addresses = {id(s): _ListenerAddress(s.getsockname()) for s in self.sockets}
         lifecycle = Lifecycle.of(self.wsgi)
         lifecycle.start()
         super().run()  # until stopped, and gunicorn's own requests are done
@@ -114,9 +168,14 @@ class Worker(GeventWorker):
             pass  # the client is gone: nothing to answer
 
     def handle_exit(self, sig, frame):
-        # A signal handler must not block or switch greenlets: the drain runs in its own.
-        gevent.spawn(Lifecycle.of(self.wsgi).drain)
+        # A signal handler must not block or switch greenlets: the stop runs in its own.
+        gevent.spawn(self._stop_serving)
         super().handle_exit(sig, frame)
+
+    def _stop_serving(self) -> None:
+        for listener in _listeners:
+            listener.close()
+        Lifecycle.of(self.wsgi).drain()
 
 
 class _Written:

@@ -53,6 +53,8 @@ class StatsFeed:
         if self._streams == 1:
             self._handler = self._hub.add_handler(TRIGGER_CHANNEL, self._on_trigger)
             self._greenlet = gevent.spawn(self._run)
+        elif self._hub.closing:  # after the drain: this stream ends too, as the others did
+            self._broadcast.send(None)
         return follower
 
     def leave(self) -> None:

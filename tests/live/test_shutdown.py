@@ -5,6 +5,7 @@ import signal
 import time
 
 import gevent
+import gevent.socket
 import redis
 
 from tests.conftest import REDIS_URL
@@ -91,3 +92,50 @@ def test_hup_reload_answers_held_waits_and_the_new_worker_serves(live_server, re
     answer = again.get(timeout=10).json()
     assert (answer["source"], answer["paymentStatus"]) == ("redis", "completed")
     assert server.proc.poll() is None  # the master lives on
+
+
+def _ask_until_refused(port: int, deadline: float) -> tuple[int, list[str]]:
+    """Ask for /healthz on new connections until the server refuses one; count the answers,
+    and describe each connection that was accepted and then cut without an answer."""
+    answered, cut = 0, []
+    request = b"GET /healthz HTTP/1.1\r\nHost: shutdown\r\nConnection: close\r\n\r\n"
+    while time.monotonic() < deadline:
+        try:
+            conn = gevent.socket.create_connection(("127.0.0.1", port), timeout=5)
+        except ConnectionRefusedError:
+            return answered, cut
+        try:
+            conn.sendall(request)
+            head = conn.recv(64)
+        except OSError as exc:
+            cut.append(repr(exc))
+            continue
+        finally:
+            conn.close()
+        if head.startswith(b"HTTP/1.1 "):
+            answered += 1
+        else:
+            cut.append(repr(head))
+    raise AssertionError(f"still accepting after SIGTERM; cut: {cut}")
+
+
+def test_a_stopping_worker_answers_every_connection_it_accepted(live_server, redis_client):
+    """The listener closes before the held waits are answered, and what the kernel had
+    already queued on it is served: a new connection is answered or refused (which a proxy
+    retries elsewhere, even a POST), never accepted and then reset. Clients answered by the
+    drain come straight back; a listener still open then queues them, and closing it later
+    resets them all."""
+    server = live_server()
+    orders = [create(server) for _ in range(HELD)]
+    waits = [gevent.spawn(wait, server, order, timeout_ms=20_000) for order in orders]
+    servers.eventually(lambda: parked(server) == HELD, 10, f"{HELD} waits held")
+
+    deadline = time.monotonic() + 10
+    askers = [gevent.spawn(_ask_until_refused, server.port, deadline) for _ in range(16)]
+    gevent.sleep(0.2)  # the askers are being answered
+    exited_in = gevent.spawn(server.terminate)
+    results = [asker.get(timeout=15) for asker in askers]
+    assert [w.get(timeout=5).status_code for w in waits] == [200] * HELD
+    assert sum(answered for answered, _ in results) > 0
+    assert [cut for _, cut in results if cut] == []
+    assert exited_in.get(timeout=30) < 10.0

@@ -183,3 +183,43 @@ def test_a_poll_source_with_a_suffix_sees_only_its_own_channels(make_hub):
     assert watch.next(2).data == "a@v1"
     assert all(w.next(0.3) is None for w in others)
     assert asked and all(ids == ["a"] for ids in asked)
+
+
+def test_a_watch_or_handler_that_comes_after_the_drain_hears_shutdown_at_once(hub):
+    """A stopping worker may still take a request or two (those already queued on its
+    listener): what they watch ends at once, as what was held when the drain ran did."""
+    from app.realtime.hub import SHUTDOWN
+
+    held = hub.watch("order:status:held-at-drain")
+    hub.drain()
+    assert held.next(1).source == SHUTDOWN
+    held.close()
+
+    with hub.watch("order:status:after-drain") as late:
+        delivery = late.next(1)
+    assert delivery is not None and delivery.source == SHUTDOWN
+
+    heard = []
+    handler = hub.add_handler("stats:after-drain", heard.append)
+    eventually(lambda: heard, 1, "the handler heard the shutdown")
+    assert [d.source for d in heard] == [SHUTDOWN]
+    hub.remove_handler(handler)
+
+
+def test_a_stats_stream_that_joins_after_the_drain_ends_at_once(hub):
+    from app.admin.broadcast import StatsFeed
+
+    class NotRead:  # the feed reads nothing before its safety interval
+        def get(self, fresher_than=None):
+            raise AssertionError("read")
+
+        compute = get
+
+    feed = StatsFeed(hub, NotRead(), safety_interval=60, db_interval=60)
+    first = feed.join()
+    hub.drain()
+    assert first.wait(1) == (True, None)
+    late = feed.join()
+    assert late.wait(1) == (True, None)
+    feed.leave()
+    feed.leave()

@@ -3,6 +3,7 @@ still behave as it needs; a new gunicorn that changes them fails here first."""
 
 import errno
 import inspect
+import re
 import socket
 
 import gunicorn
@@ -77,3 +78,45 @@ def test_a_worker_out_of_descriptors_is_told_apart():
 
     with server.serving(NoDescriptorLeft()), pytest.raises(server.NoDescriptorLeft):
         server.client_connection().take()
+
+
+def test_the_listeners_are_made_from_the_name_it_replaces():
+    # GeventWorker.run makes each listener's server from ggevent's StreamServer at call
+    # time, handing it the worker's handle bound to the listening socket.
+    from gunicorn.workers import ggevent
+
+    assert ggevent.StreamServer is server.Listener
+    run = inspect.getsource(GeventWorker.run)
+    assert "StreamServer(s, handle=hfun" in run
+    assert "hfun = partial(self.handle, s)" in run
+    assert "server.close()" in run
+
+
+def test_handle_reads_nothing_of_the_listener_but_its_address():
+    # The worker hands handle() the address kept aside, not the socket, which may be
+    # closed by then: any other use of the listener would fail on it.
+    allowed = re.compile(r"listener\.getsockname\(\)|\(self, listener, |\(listener, ")
+    for method in (AsyncWorker.handle, AsyncWorker._try_h2c_upgrade, AsyncWorker.handle_http2):
+        source = inspect.getsource(method)
+        uses = [m.start() for m in re.finditer(r"listener\b", source)]
+        allowed_uses = [m.start() + m.group().index("listener") for m in allowed.finditer(source)]
+        assert uses and sorted(uses) == sorted(allowed_uses), method.__name__
+
+
+def test_a_closing_listener_takes_what_was_queued_on_it():
+    """Connections the kernel accepted before the close are handed over, not reset."""
+    import gevent
+    import gevent.socket
+
+    listening = gevent.socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(16)
+    taken = []
+    listener = server.Listener(listening, handle=lambda sock, addr: taken.append(sock))
+    clients = [socket.create_connection(listening.getsockname()) for _ in range(5)]
+    listener.close()  # never started: all five wait in the kernel's queue
+    gevent.sleep(0)  # the handlers run
+    assert len(taken) == 5
+    assert listener.closed
+    for sock in taken + clients:
+        sock.close()

@@ -155,6 +155,8 @@ class Hub:
         except BaseException:
             watch.close()  # killed while registering: leave no waiter behind
             raise
+        if self.closing:  # after the drain: end at once, as the waiters held then did
+            deliver(sub, channel, "", SHUTDOWN, time.monotonic())
         return watch
 
     def add_handler(
@@ -180,6 +182,8 @@ class Hub:
             except BaseException:
                 self.remove_handler(handler)
                 raise
+        if self.closing:  # after the drain; called as the hub calls it, not in this caller
+            gevent.spawn(callback, Delivery(name, "", SHUTDOWN, time.monotonic()))
         return handler
 
     def remove_handler(self, handler: Handler) -> None:
