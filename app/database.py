@@ -83,6 +83,26 @@ def add_engine_events(app: Flask) -> None:
             _mark_deaths_while_pooled(db.engine)
 
 
+def end_sessions_on_dead_connections(app: Flask) -> None:
+    """End each request's session even when its connection died meanwhile.
+
+    Ending a session rolls its transaction back; on a connection the database closed after
+    the request's statements ran, that raises, and the request's answer became a 500.
+    Registered after flask-sqlalchemy's own teardown, so it runs first (Flask runs them in
+    reverse) and leaves it nothing to do."""
+
+    @app.teardown_appcontext
+    def _end_session(_exc) -> None:
+        try:
+            db.session.remove()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("session ended on a connection the database closed: %s", first_line(exc))
+            db.session().invalidate()  # no rollback: the connection is gone
+            db.session.remove()
+
+
 def _ping_when_idle(engine, idle_seconds: float) -> None:
     """Ping a pooled connection at checkout when it sat idle longer than `idle_seconds`;
     one that fails is replaced. A connection in steady use has just proved itself, and a

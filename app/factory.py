@@ -4,7 +4,11 @@ from flask import Flask
 
 from app import security
 from app.config import Config, configure
-from app.database import add_engine_events, configure_database_url
+from app.database import (
+    add_engine_events,
+    configure_database_url,
+    end_sessions_on_dead_connections,
+)
 from app.plain_wsgi import PlainRoutes
 from app.responses import Cors, JsonProvider
 
@@ -35,6 +39,7 @@ def register_extensions(app: Flask, cors: Cors) -> None:
     from app.extensions import db, redis_store
 
     db.init_app(app)
+    end_sessions_on_dead_connections(app)
     migrations_cli.init_app(app)
     redis_store.init_app(app)
     realtime.init_app(app)

@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import gevent
@@ -82,13 +83,17 @@ class Injector:
             greenlets.append(gevent.spawn_later(max(0.0, delay), self._apply, fault))
         gevent.joinall(greenlets)
 
-    def _part(self, fault: Planned) -> Semaphore:
+    def _parts_of(self, fault: Planned) -> list[Semaphore]:
         part = KINDS[fault.kind][0]
-        name = f"{part}{fault.instance}" if part in ("instance", "link") else part
-        return self._parts.setdefault(name, Semaphore())
+        names = [f"{part}{fault.instance}" if part in ("instance", "link") else part]
+        if part == "deploy":  # a worker is not killed while its instance is being replaced
+            names.append(f"instance{fault.instance}")
+        return [self._parts.setdefault(name, Semaphore()) for name in names]
 
     def _apply(self, fault: Planned) -> None:
-        with self._part(fault):
+        with ExitStack() as holding:
+            for part in self._parts_of(fault):  # always in this order: no deadlock
+                holding.enter_context(part)
             began = time.time()
             target = getattr(self, "_" + fault.kind.replace("-", "_"))(fault)
             self.done.append(Fault(fault.kind, target, began, time.time()))

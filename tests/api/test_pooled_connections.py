@@ -70,3 +70,21 @@ def test_a_failure_after_a_statement_succeeded_is_not_run_again(app, pg_url, the
         db.session.rollback()
     assert len(runs) == 1
     assert not died_while_pooled(raised.value)
+
+
+def test_a_request_whose_connection_dies_before_its_end_still_gets_its_answer(app, pg_url):
+    """The session's connection dies after the request's statements ran (a restart, a
+    pooler recycling it): the end of the request, which rolls the session back, must not
+    turn the answer into a 500, and the next request meets a usable pool."""
+
+    @app.get("/test-dies-before-teardown")
+    def dies_before_teardown():
+        db.session.execute(text("SELECT 1"))  # a transaction is open on the connection
+        assert terminate_backends(pg_url) >= 1
+        return {"ok": True}
+
+    client = app.test_client()
+    answer = client.get("/test-dies-before-teardown")
+    assert (answer.status_code, answer.get_json()) == (200, {"ok": True})
+    with app.app_context():
+        assert db.session.execute(text("SELECT 1")).scalar() == 1
