@@ -178,6 +178,13 @@ class Waits:
     waits_opening_at_once: int = setting(
         "WAITS_OPENING_AT_ONCE", 100, "waits per worker reading their order at once (0: no limit)"
     )
+    # A stopping worker's clients all come back at once unless told otherwise: each is told
+    # its own delay, drawn over this window.
+    shutdown_reconnect_window_ms: int = setting(
+        "SHUTDOWN_RECONNECT_WINDOW_MS",
+        2000,
+        "window over which a stopping worker spreads its clients' return (0: at once)",
+    )
     sse_heartbeat_interval: float = setting(
         "SSE_HEARTBEAT_INTERVAL", 15.0, "seconds between a stream's heartbeats"
     )

@@ -63,6 +63,7 @@ def order_json(order) -> dict:
         },
         "version": order.version,
         "failureReason": order.failure_reason,
+        "mpesaReceipt": order.mpesa_receipt,
         "updatedAt": isoformat_utc(order.updated_at),
     }
 

@@ -17,7 +17,7 @@ from app.validation import parse_json
 from . import bp, services, socket_bp
 from .access import bearer_token, token_from_request
 from .schemas import parse_new_order, parse_wait
-from .updates import GOING_AWAY, IDLE, order_updates
+from .updates import GOING_AWAY, IDLE, order_updates, reconnect_delay_ms
 from .wait import Wait
 
 
@@ -64,7 +64,9 @@ def events(order_id: str):
             if update == IDLE:
                 yield sse.HEARTBEAT
             elif update == GOING_AWAY:
-                return  # the browser reconnects elsewhere with its Last-Event-ID
+                # The browser reconnects elsewhere with its Last-Event-ID, after this.
+                yield sse.retry(reconnect_delay_ms())
+                return
             else:
                 yield sse.event(update, name="order_status", event_id=update["version"])
 
@@ -103,11 +105,13 @@ def socket(ws, order_id: str):
         ws.close(websocket.NORMAL_CLOSURE, "order settled")  # the client has it all
         return
     _, updates = stream
+    # Drawn here: the messages are sent from a greenlet of their own, outside the app.
+    going_away = f"going away; retry in {reconnect_delay_ms()} ms"
 
     def messages(connection):
         for update in updates(connection):
             if update == GOING_AWAY:
-                yield websocket.Close(websocket.GOING_AWAY, "going away")
+                yield websocket.Close(websocket.GOING_AWAY, going_away)
             elif update != IDLE:  # keepalive is the socket's own ping
                 payload = {"type": "order_status", "payload": update, "id": update["version"]}
                 yield json.dumps(payload, separators=(",", ":"))

@@ -79,6 +79,7 @@ class Order(Camel):
     customer: CustomerOut
     version: int = Field(ge=1)
     failure_reason: str | None
+    mpesa_receipt: str | None = Field(description="The M-PESA receipt number, once paid.")
     updated_at: datetime
 
 
@@ -88,7 +89,14 @@ class CreatedOrder(Order):
 
 class WaitAnswer(Order):
     changed: bool
-    source: Literal["cache", "db", "redis", "poll", "timeout"]
+    source: Literal["cache", "db", "redis", "poll", "timeout", "shutdown"]
+    retry_in_ms: int | None = Field(
+        None,
+        ge=0,
+        description="On a `shutdown` answer: wait this long before asking again (drawn at "
+        "random over SHUTDOWN_RECONNECT_WINDOW_MS, so that the clients of a stopping worker "
+        "do not all return at once).",
+    )
 
 
 def parse_new_order(payload) -> NewOrder:

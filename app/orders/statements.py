@@ -29,6 +29,7 @@ READ_COLUMNS = (
     "customer_last_name",
     "version",
     "failure_reason",
+    "mpesa_receipt",
     "updated_at",
 )
 

@@ -4,7 +4,10 @@ missed, then live ones, each version once and in order, until a terminal one."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
+
+from flask import current_app
 
 from app.realtime import Watch, current_hub
 from app.realtime.connections import Connection
@@ -16,6 +19,12 @@ from .models import TERMINAL_PAYMENT_STATUSES
 # What an order's update stream yields besides order JSON.
 IDLE = "idle"  # nothing happened for a heartbeat interval
 GOING_AWAY = "going-away"  # the worker is stopping: the client reconnects elsewhere
+
+
+def reconnect_delay_ms() -> int:
+    """How long a client of a stopping worker should wait before it asks again: its own
+    draw over SHUTDOWN_RECONNECT_WINDOW_MS, so that the clients do not all return at once."""
+    return random.randint(0, current_app.config["SHUTDOWN_RECONNECT_WINDOW_MS"])
 
 
 def order_updates(

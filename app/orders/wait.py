@@ -25,6 +25,7 @@ from app.realtime.hub import SHUTDOWN, Delivery
 
 from . import events, limits, reads
 from .models import TERMINAL_PAYMENT_STATUSES
+from .updates import reconnect_delay_ms
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,15 @@ class Wait:
         except DATABASE_DOWN:
             db.session.remove()
             latest = {}
-        source = SHUTDOWN if reason == SHUTDOWN else TIMEOUT
+        if reason != SHUTDOWN:
+            return [wait._answered(wait._final(latest, TIMEOUT)) for wait in waits]
         return [
-            wait._answered(
-                answer_body(latest.get(wait.order_id) or json.loads(wait.known), wait.since, source)
-            )
+            wait._answered({**wait._final(latest, SHUTDOWN), "retryInMs": reconnect_delay_ms()})
             for wait in waits
         ]
+
+    def _final(self, latest: dict, source: str) -> dict:
+        return answer_body(latest.get(self.order_id) or json.loads(self.known), self.since, source)
 
     def close(self, written_at: float | None = None) -> None:
         """Give back what the wait holds; count and log its answer once it was sent (at

@@ -45,6 +45,11 @@ def comment(text: str) -> str:
 HEARTBEAT = comment("heartbeat")
 
 
+def retry(milliseconds: int) -> str:
+    """The delay EventSource waits before it reconnects, from now on."""
+    return f"retry: {milliseconds}\n\n"
+
+
 def last_event_id(request) -> int | None:
     """The `Last-Event-ID` header an EventSource sends on reconnect, else `?lastEventId=`;
     either, when malformed, is a 400 (even when the other one would do)."""

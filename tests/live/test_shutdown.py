@@ -17,10 +17,13 @@ ADMIN = "admin-shutdown"
 
 
 HELD = 100
+SPREAD_MS = 2000
 
 
 def test_sigterm_answers_held_waits_and_ends_streams(live_server, redis_client):
-    server = live_server(ADMIN_TOKENS=ADMIN, SSE_HEARTBEAT_INTERVAL=1)
+    server = live_server(
+        ADMIN_TOKENS=ADMIN, SSE_HEARTBEAT_INTERVAL=1, SHUTDOWN_RECONNECT_WINDOW_MS=SPREAD_MS
+    )
     orders = [create(server) for _ in range(HELD)]
     waits = [gevent.spawn(wait, server, order, timeout_ms=20_000) for order in orders]
     servers.eventually(lambda: parked(server) == HELD, 10, f"{HELD} waits held")
@@ -49,9 +52,17 @@ def test_sigterm_answers_held_waits_and_ends_streams(live_server, redis_client):
             assert body["orderId"] == order["orderId"]
             assert body["changed"] is False and body["source"] == "shutdown"
         assert answered_in < 3.0
+        # Each is told when to come back, drawn over the window: not all at once.
+        delays = [answer.json()["retryInMs"] for answer in answers]
+        assert all(0 <= delay <= SPREAD_MS for delay in delays)
+        assert len(set(delays)) > HELD // 2 and max(delays) - min(delays) > SPREAD_MS / 2
 
-        # Both streams end cleanly (no error): EventSource reconnects elsewhere.
-        assert [f for f in order_stream.rest(5) if f.is_event] == []
+        # Both streams end cleanly (no error): EventSource reconnects elsewhere, after the
+        # delay the order stream names last.
+        rest = order_stream.rest(5)
+        assert [f for f in rest if f.is_event] == []
+        assert [f for f in rest if f.retry is not None]
+        assert 0 <= int(rest[-1].retry) <= SPREAD_MS
         assert order_stream.error is None
         assert [f for f in stats_stream.rest(5) if f.is_event] == []
         assert stats_stream.error is None
