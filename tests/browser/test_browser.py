@@ -6,89 +6,15 @@ assertions, which evaluate no script string inside the page.
 Screenshots of the checkout success and the dashboard go to test-artifacts/ (ignored by git).
 """
 
-import os
 import time
 
-import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.support import servers
+from tests.support.browser import ADMIN, REQUIRED, checkout, screenshot, status, waits
 from tests.support.live import create, pay
 
-CHROMIUM = "/usr/lib/chromium/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # Only the app resolves: no background lookups of outside hosts.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
-]
-ARTIFACTS = servers.ROOT / "test-artifacts"
-ADMIN = "admin-browser-token"
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="Chromium is not installed (.ci/run installs it)"
-)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, redis_client):
-    """A fresh page that records console errors and API requests; no console error allowed.
-
-    (redis_client: a clean Redis, so no stream lease of an earlier test counts here.)
-    """
-    context = browser.new_context()
-    page = context.new_page()
-    page.console_errors = []
-    page.api_requests = []
-    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
-    page.on("pageerror", lambda error: page.console_errors.append(str(error)))
-    page.on("request", lambda r: "/api/" in r.url and page.api_requests.append(r.url))
-    yield page
-    errors = page.console_errors
-    context.close()
-    assert errors == []
-
-
-def screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-
-
-def checkout(page, server) -> dict:
-    """Fill and submit the checkout form; returns the order as the order page knows it."""
-    page.goto(server.url + "/checkout")
-    form = page.locator("form#checkout-form")
-    form.locator("input[name=amount]").fill("300")
-    form.locator("input[name=email]").fill("amina@example.com")
-    form.locator("input[name=firstName]").fill("Amina")
-    form.locator("input[name=lastName]").fill("Otieno")
-    form.locator("input[name=phone]").fill("254712345678")
-    form.locator("button[type=submit]").click()
-    page.wait_for_url("**/orders/*")
-    order_id = page.url.rsplit("/", 1)[1].split("#")[0]
-    saved = page.evaluate(f"JSON.parse(sessionStorage.getItem('order:{order_id}'))")
-    assert "#token" not in page.url  # taken out of the address bar
-    return {"orderId": order_id, "orderNumber": saved["orderNumber"], "accessToken": saved["token"]}
-
-
-def status(page) -> str:
-    return page.get_attribute("#payment-status", "data-status")
-
-
-def waits(page) -> list[str]:
-    return [url for url in page.api_requests if "/wait?" in url]
+pytestmark = REQUIRED
 
 
 def test_checkout_shows_success_within_a_second_of_the_webhook(live_server, page):

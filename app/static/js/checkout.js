@@ -41,6 +41,7 @@ form.addEventListener("submit", async (event) => {
   // The token goes in the fragment, which browsers never send to the server.
   sessionStorage.setItem(`order:${answer.orderId}`, JSON.stringify({
     token: answer.accessToken, version: answer.version, orderNumber: answer.orderNumber,
+    order: { ...answer, accessToken: undefined }, // the order page shows it at once
   }));
   location.assign(`/orders/${answer.orderId}#token=${encodeURIComponent(answer.accessToken)}`);
 });

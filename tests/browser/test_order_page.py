@@ -1,0 +1,126 @@
+"""The order page and the client it is built on (app/static/js/orderwait.js), in Chromium:
+what the page shows of the order, and the client through the network going away, the
+server restarting, the page hidden and shown, and a back-forward cache restore."""
+
+import time
+
+from playwright.sync_api import expect
+
+from tests.support import servers
+from tests.support.browser import REQUIRED, checkout, screenshot, status, waits
+from tests.support.live import create, pay
+
+pytestmark = REQUIRED
+
+
+def test_the_page_shows_the_order_and_its_receipt(live_server, page):
+    server = live_server()
+    order = checkout(page, server)
+    expect(page.locator("#order-number")).to_have_text(order["orderNumber"])
+    expect(page.locator("#order-customer")).to_have_text("Amina Otieno")
+    expect(page.locator("#order-amount")).to_contain_text("300")
+    expect(page.locator("#order-tickets")).to_have_text("1")
+    expect(page.locator("#payment-status")).to_have_attribute("aria-live", "polite")
+    assert page.is_hidden("#receipt")
+
+    assert pay(server, order).status_code == 200
+    page.wait_for_selector("#payment-status[data-status=completed]", timeout=5000)
+    expect(page.locator("#receipt-number")).to_have_text("SJK4A1B2C3")
+    assert page.is_hidden("#next-step")
+    assert len(waits(page)) == 1  # shown from the checkout's answer: one held wait in all
+    screenshot(page, "order-paid.png")
+
+
+def test_a_failed_payment_says_what_to_do_next(live_server, page):
+    server = live_server()
+    order = checkout(page, server)
+    assert pay(server, order, result_code=1032).status_code == 200  # cancelled by the user
+    page.wait_for_selector("#payment-status[data-status=cancelled]", timeout=5000)
+    expect(page.locator("#next-step")).to_be_visible()
+    expect(page.locator("#next-step a")).to_have_attribute("href", "/checkout")
+    assert page.is_hidden("#receipt")
+
+
+def test_without_a_token_one_message_and_nothing_that_updates(live_server, page):
+    server = live_server(DEV_SIMULATE_PROVIDER="1")
+    order = create(server)
+    page.goto(f"{server.url}/orders/{order['orderId']}")
+    expect(page.locator("#no-token")).to_be_visible()
+    assert page.is_hidden("#order-card")
+    assert page.is_hidden("#simulate")
+    assert "updates by itself" not in page.inner_text("main")
+    page.wait_for_timeout(500)
+    assert page.api_requests == []
+
+
+def test_the_network_coming_back_is_used_at_once(live_server, page):
+    # Backoff from 4 s: without the `online` event the page would take seconds to notice.
+    server = live_server(ORDER_PAGE_FALLBACK_POLL_MS="4000")
+    order = checkout(page, server)
+    servers.eventually(lambda: len(waits(page)) == 1, 5, "the wait is held")
+    page.context.set_offline(True)
+    page.wait_for_selector("#connection-note:not([hidden])", timeout=5000)
+    assert pay(server, order).status_code == 200
+    page.wait_for_timeout(300)
+    assert status(page) == "processing"  # it cannot know yet
+
+    page.context.set_offline(False)
+    back_at = time.monotonic()
+    page.wait_for_selector("#payment-status[data-status=completed]", timeout=10_000)
+    assert time.monotonic() - back_at < 1.5
+    page.console_errors[:] = [
+        e for e in page.console_errors if "ERR_INTERNET_DISCONNECTED" not in e
+    ]
+
+
+def test_a_server_restart_in_the_middle_of_a_wait(live_server, page):
+    server = live_server(ORDER_PAGE_FALLBACK_POLL_MS="300", SHUTDOWN_RECONNECT_WINDOW_MS="200")
+    order = checkout(page, server)
+    servers.eventually(lambda: len(waits(page)) == 1, 5, "the wait is held")
+    server.terminate()
+    page.wait_for_selector("#connection-note:not([hidden])", timeout=5000)
+    restarted = live_server(port=server.port)
+    expect(page.locator("#connection-note")).to_be_hidden(timeout=10_000)
+    assert pay(restarted, order).status_code == 200
+    page.wait_for_selector("#payment-status[data-status=completed]", timeout=5000)
+    assert page.is_visible("#receipt")
+    page.console_errors[:] = [e for e in page.console_errors if "ERR_CONNECTION_REFUSED" not in e]
+
+
+def test_a_page_shown_again_asks_at_once(live_server, page):
+    server = live_server(ORDER_PAGE_FALLBACK_POLL_MS="4000")
+    # Every long poll fails: the page polls the order, backing off from 4 s.
+    page.route("**/wait?*", lambda route: route.abort())
+    order = checkout(page, server)
+    page.wait_for_selector("#connection-note:not([hidden])", timeout=5000)
+    page.wait_for_timeout(200)  # its first poll was answered; the next is seconds away
+    assert pay(server, order).status_code == 200
+    page.unroute("**/wait?*")
+
+    page.evaluate(
+        """() => {
+            const visible = {value: "visible", configurable: true};
+            Object.defineProperty(document, "visibilityState", visible);
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    shown_at = time.monotonic()
+    page.wait_for_selector("#payment-status[data-status=completed]", timeout=10_000)
+    assert time.monotonic() - shown_at < 1.0
+    page.console_errors[:] = [e for e in page.console_errors if "ERR_FAILED" not in e]
+
+
+def test_a_back_forward_cache_restore_resumes(live_server, page):
+    # Backoff from 4 s: a page that noticed only its aborted request would take seconds.
+    server = live_server(ORDER_PAGE_FALLBACK_POLL_MS="4000")
+    order = checkout(page, server)
+    servers.eventually(lambda: len(waits(page)) == 1, 5, "the wait is held")
+    page.evaluate("() => { window.leftAt = Date.now(); }")
+    page.goto(server.url + "/checkout")
+    assert pay(server, order).status_code == 200
+    page.go_back(wait_until="commit")  # a restored page fires no load event
+    back_at = time.monotonic()
+    # The same document, restored: not a reload of the page.
+    assert page.evaluate("() => window.leftAt") is not None
+    page.wait_for_selector("#payment-status[data-status=completed]", timeout=10_000)
+    assert time.monotonic() - back_at < 1.0
