@@ -14,11 +14,11 @@ bp = Blueprint("admin", __name__, url_prefix="/api")
 def init_app(app) -> None:
     from app.lifecycle import Lifecycle
     from app.orders.signals import callback_received, order_changed
-    from app.realtime.publish import Increment, Publish
+    from app.realtime.publish import Increment, Latest, Publish
 
     from . import background, routes  # noqa: F401  (routes attach to bp)
     from .broadcast import StatsFeed
-    from .stats import TRIGGER_CHANNEL, WEBHOOKS_KEY, StatsSource
+    from .stats import CHANGED_KEY, TRIGGER_CHANNEL, WEBHOOKS_KEY, StatsSource
     from .trigger import StatsTrigger
 
     app.register_blueprint(bp)
@@ -31,9 +31,16 @@ def init_app(app) -> None:
         db_interval=cfg["STATS_DB_POLL_INTERVAL"],
     )
     publisher = ext["publisher"]
+
+    def announce() -> None:
+        # Non-blocking: queued for the publisher, the request does not wait for Redis. The
+        # time is kept as well, so any later read recomputes statistics cached before it.
+        at = repr(time.time())
+        publisher.submit(Latest(CHANGED_KEY, max(1, int(cfg["STATS_CACHE_TTL"])), at))
+        publisher.submit(Publish(TRIGGER_CHANNEL, at))
+
     trigger = ext["admin.trigger"] = StatsTrigger(
-        # Non-blocking: queued for the publisher, the request does not wait for Redis.
-        lambda: publisher.submit(Publish(TRIGGER_CHANNEL, repr(time.time()))),
+        announce,
         sample_rate=cfg["STATS_SAMPLE_RATE"],
         min_interval=cfg["STATS_MIN_PUBLISH_INTERVAL"],
         trailing_delay=cfg["STATS_TRAILING_DELAY"],

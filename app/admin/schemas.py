@@ -17,11 +17,22 @@ class WebhookCounts(BaseModel):
     rejected: int = 0
 
 
+class PerMinute(BaseModel):
+    """Orders settled per minute over the last hour, oldest minute first."""
+
+    start: str = Field(description="The first minute (UTC); the last is the current one.")
+    bucketSeconds: int = 60
+    paid: list[int] = Field(min_length=60, max_length=60)
+    cancelled: list[int] = Field(min_length=60, max_length=60)
+    failed: list[int] = Field(min_length=60, max_length=60)
+
+
 class Stats(BaseModel):
     orders: OrderCounts
     revenuePaid: float
     paymentsLastHour: int
     meanSecondsToPay: float | None = None
+    perMinute: PerMinute
     webhooks: WebhookCounts
     live: dict[str, int] = {}
     computations: int | None = None
