@@ -124,3 +124,39 @@ def test_a_back_forward_cache_restore_resumes(live_server, page):
     assert page.evaluate("() => window.leftAt") is not None
     page.wait_for_selector("#payment-status[data-status=completed]", timeout=10_000)
     assert time.monotonic() - back_at < 1.0
+
+
+def readme_snippet() -> str:
+    """The README's ```html block that follows an order with orderwait.js."""
+    readme = (servers.ROOT / "README.md").read_text()
+    section = readme.split("### Following an order from your own page", 1)[1]
+    return section.split("```html\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_snippet_follows_an_order_on_another_page(live_server, page):
+    """An integrator's page (not served by the app: no CSP of ours) that knows the order's
+    id and token, plus the README's lines exactly as written."""
+    server = live_server()
+    order = create(server)
+    html = (
+        f"<!doctype html><script>var orderId = {order['orderId']!r};"
+        f" var token = {order['accessToken']!r};</script>\n{readme_snippet()}"
+    )
+    page.route(
+        server.url + "/integrator.html",
+        lambda route: route.fulfill(status=200, content_type="text/html", body=html),
+    )
+    logged = []
+    page.on("console", lambda message: logged.append(message.text))
+    page.goto(server.url + "/integrator.html")
+    until(page, lambda: logged == ["processing"], "the current state shown")
+    assert pay(server, order).status_code == 200
+    until(page, lambda: logged == ["processing", "completed"], "the payment shown")
+
+
+def until(page, condition, what: str, seconds: float = 5) -> None:
+    # Playwright delivers the page's events only inside its own calls: wait in one.
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.wait_for_timeout(20)
