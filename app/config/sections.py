@@ -146,6 +146,11 @@ class Realtime:
     fallback_db_poll_interval: float = setting(
         "FALLBACK_DB_POLL_INTERVAL", 2.0, "seconds between the hub's database polls without Redis"
     )
+    hub_safety_poll_interval: float = setting(
+        "HUB_SAFETY_POLL_INTERVAL",
+        30.0,
+        "seconds between the hub's database reads while connected (a publish lost elsewhere)",
+    )
     # A publish to itself is how the hub tells a half-open or silently dead subscription.
     hub_canary_interval: float = setting(
         "HUB_CANARY_INTERVAL", 5.0, "seconds between the hub's publishes to itself"

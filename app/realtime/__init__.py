@@ -32,6 +32,7 @@ def init_app(app) -> None:
         app.extensions["redis_target"],
         publisher=app.extensions["redis"],
         poll_interval=cfg["FALLBACK_DB_POLL_INTERVAL"],
+        safety_poll_interval=cfg["HUB_SAFETY_POLL_INTERVAL"],
         canary_interval=cfg["HUB_CANARY_INTERVAL"],
         canary_timeout=cfg["HUB_CANARY_TIMEOUT"],
         reconnect_max_delay=cfg["HUB_RECONNECT_MAX_DELAY"],

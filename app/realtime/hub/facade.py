@@ -46,6 +46,7 @@ class Hub:
         *,
         publisher: redis.Redis | None = None,
         poll_interval: float = 2.0,
+        safety_poll_interval: float = 0.0,
         canary_interval: float = 5.0,
         canary_timeout: float = 3.0,
         reconnect_max_delay: float = 2.0,
@@ -97,6 +98,7 @@ class Hub:
             self._links,
             watch_kind=self._watch_kind,
             interval=poll_interval,
+            safety_interval=safety_poll_interval,
             confirm_timeout=confirm_timeout,
         )
         self._poller: gevent.Greenlet | None = None

@@ -3,6 +3,10 @@
 One batched query per interval for every channel watched in this process, through poll
 sources the features register. On recovery the watched channels are read once more, so a
 change whose publish was lost during the outage still reaches its waiters.
+
+While connected, the same read runs every `safety_interval` as a safety net: a publish can
+fail on the process that settled an order (its own link to Redis cut) while this one's
+subscription is fine, and nothing else would tell a stream here of that change.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ class FallbackPoller:
         watch_kind: str,
         interval: float,
         confirm_timeout: float,
+        safety_interval: float = 0.0,
     ):
         self._subs = subscriptions
         self._links = links
         self._watch_kind = watch_kind  # only waiters' channels are polled
         self._interval = interval
+        self._safety_interval = safety_interval  # 0: no safety net while connected
+        self._last_poll = time.monotonic()
         self._confirm_timeout = confirm_timeout
         self._sources: dict[tuple[str, str], PollSource] = {}
         self._due = Event()  # wakes the poller before its interval is up
@@ -74,7 +81,11 @@ class FallbackPoller:
             force = self._recheck_pending
             connected = self._links.connected
             self._links.count_fallback_time(leaving=connected)
-            if not (asked or force or not connected):
+            safety_due = (
+                self._safety_interval > 0
+                and time.monotonic() - self._last_poll >= self._safety_interval
+            )
+            if not (asked or force or not connected or safety_due):
                 continue
             try:
                 if self.poll_once(force=force) and force:
@@ -90,6 +101,7 @@ class FallbackPoller:
         Returns False when a source failed.
         """
         ok = True
+        self._last_poll = time.monotonic()
         for (prefix, suffix), poll in self._sources.items():
             watched = [
                 name[len(prefix) : len(name) - len(suffix)]
