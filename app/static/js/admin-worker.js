@@ -2,7 +2,9 @@
 // each kind per admin token, so a second tab or a reload never needs more of the token's
 // stream slots (SSE_MAX_STREAMS_PER_TOKEN). A tab subscribes with its token, gets what the
 // streams last said at once, then everything they say; it leaves on pagehide, and the
-// streams close when the last tab has left.
+// streams close when the last tab has left. (A last tab going into the back-forward cache
+// may freeze this worker before its leave is read: the streams then stay until the tab
+// comes back or is evicted, still shared with any dashboard tab opened meanwhile.)
 "use strict";
 
 importScripts("admin-streams.js");
@@ -53,14 +55,43 @@ function leave(port) {
   }
 }
 
+// A tab says it is still there every REMIND_MS (its subscription again); a tab that closed
+// or crashed without leaving is dropped after STALE_MS (hidden tabs' timers may run only
+// once a minute), and the streams close if it was the last.
+const STALE_MS = 3 * 60 * 1000;
+const seen = new Map(); // port -> when it last spoke
+
+function follow(port, token, reconnectMs) {
+  seen.set(port, Date.now());
+  const current = feeds.get(token);
+  if (current && current.ports.has(port)) return; // a reminder
+  leave(port); // a tab follows one token at a time
+  const feed = current || open(token, reconnectMs);
+  feed.ports.add(port);
+  replay(feed, port);
+}
+
+setInterval(() => {
+  const before = Date.now() - STALE_MS;
+  for (const [port, at] of seen) {
+    if (at < before) {
+      seen.delete(port);
+      leave(port);
+    }
+  }
+}, STALE_MS / 6);
+
 self.addEventListener("connect", (event) => {
   const port = event.ports[0];
   port.addEventListener("message", ({ data }) => {
-    leave(port); // a tab follows one token at a time
-    if (data.type !== "subscribe") return;
-    const feed = feeds.get(data.token) || open(data.token, data.reconnectMs);
-    feed.ports.add(port);
-    replay(feed, port);
+    if (data.type === "subscribe") return follow(port, data.token, data.reconnectMs);
+    seen.delete(port);
+    leave(port);
+  });
+  // Where ports tell (Chromium): the tab's document is gone, however it went.
+  port.addEventListener("close", () => {
+    seen.delete(port);
+    leave(port);
   });
   port.start();
 });

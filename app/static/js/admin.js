@@ -12,6 +12,7 @@
 const page = document.getElementById("admin-page");
 const RECONNECT_MS = Number(page.dataset.reconnectMs);
 const TOKEN_KEY = "admin-token";
+const REMIND_MS = 30 * 1000;
 const MODE_LABELS = { pubsub: "pub/sub", poll: "poll", "db-poll": "db-poll" };
 const STATUS_ORDER = ["paid", "pending", "cancelled", "failed", "expired"];
 const STATUS_LABELS = { paid: "Paid", pending: "Pending", cancelled: "Cancelled", failed: "Failed", expired: "Expired" };
@@ -145,8 +146,14 @@ function follow(token) {
       const worker = new SharedWorker(page.dataset.worker, { name: "admin-streams" });
       worker.port.addEventListener("message", (event) => onMessage(event.data));
       worker.port.start();
-      worker.port.postMessage({ type: "subscribe", token, reconnectMs: RECONNECT_MS });
-      leave = () => { worker.port.postMessage({ type: "leave" }); leave = null; };
+      const subscribe = () => worker.port.postMessage({ type: "subscribe", token, reconnectMs: RECONNECT_MS });
+      subscribe();
+      const reminder = setInterval(subscribe, REMIND_MS); // still here (see admin-worker.js)
+      leave = () => {
+        clearInterval(reminder);
+        worker.port.postMessage({ type: "leave" });
+        leave = null;
+      };
       return;
     } catch (err) {
       // no shared worker here: this page opens its own streams
