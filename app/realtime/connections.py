@@ -27,6 +27,7 @@ from app import metrics
 log = logging.getLogger(__name__)
 
 PRESENCE_KEY = "realtime:presence"
+RELEASE_RETRY_S = 1.0  # a lease that could not be given back is tried again this often
 _HOST = socket.gethostname()
 WORKER_ID = f"{_HOST}:{os.getpid()}"
 
@@ -229,10 +230,21 @@ class LeaseLimiter:
         if stream_id.startswith("local:"):
             self._local[token] -= 1
             return
+        key = self._key(token)
         try:
-            self._client.zrem(self._key(token), stream_id)
+            self._client.zrem(key, stream_id)
         except RedisError:
-            pass  # the lease expires by itself
+            # Else it would hold its owner's slot until it lapses, a whole lease.
+            gevent.spawn(self._release_later, key, stream_id, time.time() + self.lease)
+
+    def _release_later(self, key: str, stream_id: str, lapses_at: float) -> None:
+        while time.time() < lapses_at:
+            gevent.sleep(RELEASE_RETRY_S)
+            try:
+                self._client.zrem(key, stream_id)
+                return
+            except RedisError:
+                continue
 
     def _acquire_locally(self, token: str, stream_id: str) -> str | None:
         if self._local.get(token, 0) >= self.limit:

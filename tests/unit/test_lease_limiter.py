@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from app.realtime.connections import WORKER_ID, LeaseLimiter
+from tests.support.servers import eventually
 
 HOST = socket.gethostname()
 
@@ -43,3 +44,20 @@ def test_leases_of_running_workers_and_other_hosts_hold_their_slots(limiter, run
     assert limiter.acquire("token", f"{WORKER_ID}:new") is None
     assert limiter.acquire("other", f"elsewhere-{HOST}:{gone_pid()}:held") is not None
     assert limiter.acquire("other", f"{WORKER_ID}:new") is None
+
+
+def test_a_lease_that_could_not_be_given_back_is_given_back_once_redis_answers(private_redis):
+    import redis
+
+    server = private_redis()
+    client = redis.Redis(port=server.port, socket_timeout=0.3, decode_responses=True)
+    limiter = LeaseLimiter(client, limit=1, lease=30, prefix="test:leases:")
+    mine = f"{WORKER_ID}:frozen"
+    assert limiter.acquire("token", mine) == mine
+    server.freeze()
+    try:
+        limiter.release("token", mine)  # times out: Redis does not answer
+    finally:
+        server.thaw()
+    eventually(lambda: client.zcard(limiter._key("token")) == 0, 5, "the lease given back")
+    assert limiter.acquire("token", f"{WORKER_ID}:next") is not None
