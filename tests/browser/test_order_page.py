@@ -4,6 +4,7 @@ server restarting, the page hidden and shown, and a back-forward cache restore."
 
 import time
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.support import servers
@@ -160,3 +161,43 @@ def until(page, condition, what: str, seconds: float = 5) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         page.wait_for_timeout(20)
+
+
+@pytest.mark.parametrize("transport", ["sse", "websocket"])
+def test_the_client_follows_over_streams_through_a_restart(live_server, page, transport):
+    """Over SSE or a WebSocket: the current state, then a restart of the server in the
+    middle (the client comes back after the delay the server names), then the payment."""
+    server = live_server(SHUTDOWN_RECONNECT_WINDOW_MS="300")
+    order = create(server)
+    script = (
+        'import { follow } from "/static/js/orderwait.js";\n'
+        f"follow({order['orderId']!r}, {order['accessToken']!r}, {{transport: {transport!r},"
+        " fallbackPollMs: 300, onStatus: (o) => console.log(`${o.version} ${o.paymentStatus}`),"
+        " onConnection: (state) => console.log(state)});"
+    )
+    html = f'<!doctype html><script type="module">{script}</script>'
+    page.route(
+        server.url + "/integrator.html",
+        lambda route: route.fulfill(status=200, content_type="text/html", body=html),
+    )
+    logged, sockets = [], []
+    page.on("console", lambda message: logged.append(message.text))
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    page.goto(server.url + "/integrator.html")
+    until(page, lambda: "1 processing" in logged and "live" in logged, "the current state")
+    # The transport asked for, not the polling it falls back to.
+    if transport == "sse":
+        assert [u for u in page.api_requests if "/events?" in u]
+        assert not [u for u in page.api_requests if u.endswith(order["orderId"])]
+    else:
+        assert sockets and not page.api_requests
+
+    server.terminate()
+    restarted = live_server(port=server.port, SHUTDOWN_RECONNECT_WINDOW_MS="300")
+    logged.clear()
+    until(page, lambda: "live" in logged, "connected again", seconds=10)
+    assert pay(restarted, order).status_code == 200
+    until(page, lambda: "2 completed" in logged, "the payment shown")
+    assert [line for line in logged if line[0].isdigit()] == ["2 completed"]  # each version once
+    assert logged[-1] == "settled"
+    page.console_errors[:] = [e for e in page.console_errors if "ERR_CONNECTION_REFUSED" not in e]

@@ -14,6 +14,10 @@ ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # A page made by a test (route.fulfill) has no address of its own: without this,
+    # Chromium blocks its WebSocket to the app on 127.0.0.1 as a public page reaching a
+    # local one.
+    "--disable-features=LocalNetworkAccessChecks",
     # Only the app resolves: no background lookups of outside hosts.
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
