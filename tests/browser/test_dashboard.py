@@ -14,19 +14,13 @@ from sqlalchemy import create_engine, text
 
 from app.config import normalize_database_url
 from tests.support import servers
-from tests.support.browser import ADMIN, REQUIRED
+from tests.support.browser import ADMIN, REQUIRED, document_screenshot
 from tests.support.live import create, pay
 
 pytestmark = REQUIRED
 
-SCREENSHOTS = servers.ROOT / "docs" / "screenshots"
 SETTINGS = {"ADMIN_TOKENS": ADMIN, "ADMIN_PAGE_RECONNECT_MS": "500", "ACCESS_LOG": "-"}
 REFUSED = re.compile(r'"GET /api/[^ "]*stream[^ "]* HTTP/[0-9.]+" 429 ')
-
-
-def save(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
 
 
 def run_sql(pg_url: str, statement: str, **params) -> None:
@@ -101,7 +95,7 @@ def test_dashboard_shows_the_last_hour_and_every_status_from_before_it_opened(
     assert pay(server, create(server)).status_code == 200
     expect(page.locator("#stat-paid")).to_have_text("3", timeout=5000)
     assert sum(series_values(page, "paid")) == 3
-    save(page, "dashboard.png")
+    document_screenshot(page, "dashboard.png")
 
 
 def test_reloads_and_a_second_tab_never_meet_the_stream_limit(live_server, page):
@@ -178,7 +172,7 @@ def test_checkout_shows_every_field_error_at_once(live_server, page):
     for name in errors:
         expect(form.locator(f"input[name={name}]")).to_have_attribute("aria-invalid", "true")
     assert page.api_requests == []  # refused before asking the server
-    save(page, "checkout.png")
+    document_screenshot(page, "checkout.png")
 
     # Fixed fields lose their errors; what the server refuses is shown by its field too.
     form.locator("input[name=amount]").fill("300")

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support import servers
-from tests.support.browser import REQUIRED, checkout, screenshot, status, waits
+from tests.support.browser import REQUIRED, checkout, document_screenshot, status, waits
 from tests.support.live import create, pay
 
 pytestmark = REQUIRED
@@ -29,7 +29,7 @@ def test_the_page_shows_the_order_and_its_receipt(live_server, page):
     expect(page.locator("#receipt-number")).to_have_text("SJK4A1B2C3")
     assert page.is_hidden("#next-step")
     assert len(waits(page)) == 1  # shown from the checkout's answer: one held wait in all
-    screenshot(page, "order-paid.png")
+    document_screenshot(page, "order.png")
 
 
 def test_a_failed_payment_says_what_to_do_next(live_server, page):

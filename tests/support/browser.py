@@ -29,6 +29,15 @@ REQUIRED = pytest.mark.skipif(
 )
 
 
+SCREENSHOTS = servers.ROOT / "docs" / "screenshots"
+
+
+def document_screenshot(page, name: str) -> None:
+    """A screenshot the documentation shows (docs/screenshots/, kept in git)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
 def screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
