@@ -8,7 +8,14 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support import servers
-from tests.support.browser import REQUIRED, checkout, document_screenshot, status, waits
+from tests.support.browser import (
+    REQUIRED,
+    checkout,
+    document_screenshot,
+    status,
+    until,
+    waits,
+)
 from tests.support.live import create, pay
 
 pytestmark = REQUIRED
@@ -153,14 +160,6 @@ def test_the_readme_snippet_follows_an_order_on_another_page(live_server, page):
     until(page, lambda: logged == ["processing"], "the current state shown")
     assert pay(server, order).status_code == 200
     until(page, lambda: logged == ["processing", "completed"], "the payment shown")
-
-
-def until(page, condition, what: str, seconds: float = 5) -> None:
-    # Playwright delivers the page's events only inside its own calls: wait in one.
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        page.wait_for_timeout(20)
 
 
 @pytest.mark.parametrize("transport", ["sse", "websocket"])

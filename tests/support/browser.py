@@ -1,6 +1,7 @@
 """Chromium for the browser tests, and what they do on the pages."""
 
 import os
+import time
 
 import pytest
 
@@ -66,3 +67,11 @@ def status(page) -> str:
 
 def waits(page) -> list[str]:
     return [url for url in page.api_requests if "/wait?" in url]
+
+
+def until(page, condition, what: str, seconds: float = 5) -> None:
+    # Playwright delivers the page's events only inside its own calls: wait in one.
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.wait_for_timeout(20)
