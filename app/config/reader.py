@@ -125,7 +125,11 @@ def _read_section(cls: type, environ, overrides, errors: list[str]) -> Any:
             errors.append(f"{name}={raw!r}: {exc}")
             continue
         values[item.name] = convert(value) if convert and value is not None else value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # a check across the section's settings (its __post_init__)
+        errors.append(str(exc))
+        return None
 
 
 def flat(settings: Any) -> dict[str, Any]:

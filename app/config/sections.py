@@ -136,7 +136,7 @@ class Redis:
         problem = sentinel_problem(self.sentinels, self.sentinel_master, self.url)
         problem = problem or cluster_problem(self.cluster_nodes, self.sentinels, self.url)
         if problem:
-            raise ConfigError(f"bad configuration:\n  {problem}")
+            raise ConfigError(problem)  # read() reports it with every other bad variable
 
 
 @dataclass(frozen=True)

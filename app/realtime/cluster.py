@@ -90,9 +90,9 @@ def parse_shards(reply) -> Shards:
 
 
 def _as_map(item) -> dict:
-    if isinstance(item, dict):
-        return {_text(key): value for key, value in item.items()}
-    return {_text(item[i]): item[i + 1] for i in range(0, len(item), 2)}
+    # Keys and string values as text, whether the reply was decoded or not.
+    pairs = item.items() if isinstance(item, dict) else zip(item[::2], item[1::2], strict=True)
+    return {_text(key): _text(value) for key, value in pairs}
 
 
 def _text(value) -> str:

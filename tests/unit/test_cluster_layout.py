@@ -240,13 +240,6 @@ def test_keys_given_as_bytes_are_read():
     assert parse_shards([resp3(item, key=as_bytes) for item in THREE_REPLY]) == THREE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (latent: read_shards decodes): a reply read without decode_responses has bytes "
-        "values too; role b'master' is not 'master', so every primary is left out"
-    ),
-)
 @pytest.mark.parametrize("shape", [flat, resp3], ids=["resp2", "resp3"])
 def test_a_reply_read_without_decoding_is_read(shape):
     reply = [shape(item, key=as_bytes, value=as_bytes) for item in THREE_REPLY]

@@ -98,13 +98,6 @@ def test_a_bad_cluster_node_address_is_refused_naming_it(nodes, bad):
     refused({"REDIS_CLUSTER_NODES": nodes}, f"REDIS_CLUSTER_NODES={bad!r}: not host:port")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the Redis section's topology check raises from its constructor, so every other "
-        "bad variable (read before or with it) is dropped from the one ConfigError"
-    ),
-)
 def test_a_bad_cluster_setting_is_reported_with_the_other_bad_variables():
     with pytest.raises(ConfigError) as raised:
         Settings.load({"LOG_FORMAT": "xml", "REDIS_CLUSTER_NODES": "nohostport"})
