@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-faults chaos clean
+.PHONY: run test lint bench bench-faults bench-storm chaos clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(BIN)/.installed
 
 bench-faults: $(BIN)/.installed
 	$(BIN)/python bench/faults.py $(BENCH_ARGS)
+
+# A stopped instance's clients coming back, with and without SHUTDOWN_RECONNECT_WINDOW_MS.
+bench-storm: $(BIN)/.installed
+	$(BIN)/python bench/reconnect_storm.py $(STORM_ARGS)
 
 # Ten minutes of faults under load, then the history checked (docs/RELIABILITY.md);
 # CHAOS_ARGS="--seed N" replays a run's schedule.
