@@ -34,8 +34,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# BENCH_RUNS=5: that many runs, every figure as its median [min-max] (bench/series.py).
+BENCH_RUNS ?= 1
 bench: $(BIN)/.installed
-	$(BIN)/python bench/longpoll.py $(BENCH_ARGS)
+	@if [ "$(BENCH_RUNS)" = 1 ]; then $(BIN)/python bench/longpoll.py $(BENCH_ARGS); \
+	else $(BIN)/python bench/series.py --runs $(BENCH_RUNS) -- $(BENCH_ARGS); fi
 
 bench-faults: $(BIN)/.installed
 	$(BIN)/python bench/faults.py $(BENCH_ARGS)

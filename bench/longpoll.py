@@ -77,6 +77,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.kernel_clock import recv_stamped, stamp_arrivals  # noqa: E402
 from bench.pyspy import Profiler  # noqa: E402
 from tests.support.servers import free_port, fresh_database  # noqa: E402
 
@@ -437,12 +438,18 @@ class Response(NamedTuple):
 
 
 class Exchange(NamedTuple):
-    """One request's fate: when it was written, when its answer was read, and the answer."""
+    """One request's fate: when it was written, when its answer arrived, and the answer.
+
+    For a held request `done_at` is when the answer's last byte reached our socket, by the
+    kernel's stamp (kernel_clock.py), and `read_at` when the generator got round to reading
+    it; for the others both are when it was read.
+    """
 
     sent_at: float
     done_at: float
     response: Response | None
     error: str | None
+    read_at: float | None = None
 
 
 NETWORK_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
@@ -561,7 +568,7 @@ class HeldRequest:
     """
 
     __slots__ = ("payload", "on_done", "sock", "chunks", "sent_at", "done_at", "closed")
-    __slots__ += ("error",)
+    __slots__ += ("error", "read_at")
 
     def __init__(self, payload: bytes, on_done: Callable[[HeldRequest], None]):
         self.payload = payload
@@ -569,7 +576,8 @@ class HeldRequest:
         self.sock: socket.socket | None = None
         self.chunks: list[bytes] = []
         self.sent_at = time.monotonic()
-        self.done_at: float | None = None
+        self.done_at: float | None = None  # the last byte's arrival, by the kernel's stamp
+        self.read_at: float | None = None  # when this generator read it
         self.closed = False  # the server closed before the answer was complete by its length
         self.error: str | None = None
 
@@ -577,6 +585,7 @@ class HeldRequest:
         """Connect, send the request, and watch the socket for the answer."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
+        stamp_arrivals(self.sock)
         await asyncio.wait_for(loop.sock_connect(self.sock, (HOST, port)), CONNECT_TIMEOUT_S)
         self.sent_at = time.monotonic()
         await asyncio.wait_for(loop.sock_sendall(self.sock, self.payload), CONNECT_TIMEOUT_S)
@@ -584,7 +593,7 @@ class HeldRequest:
 
     def readable(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            data = self.sock.recv(1 << 16)
+            data, arrived_at = recv_stamped(self.sock, 1 << 16)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -602,13 +611,14 @@ class HeldRequest:
         if end >= 0:
             length = CONTENT_LENGTH.search(data, 0, end + 2)
             if length is not None and len(data) >= end + 4 + int(length[1]):
-                self.done_at = time.monotonic()
+                self.read_at = time.monotonic()
+                self.done_at = self.read_at if arrived_at is None else arrived_at
                 loop.remove_reader(self.sock.fileno())
                 self.on_done(self)
 
     def finish(self, error: str | None) -> None:
         """Done without an answer complete by its length: closed, refused or cut off."""
-        self.done_at = time.monotonic()
+        self.done_at = self.read_at = time.monotonic()
         self.error = error
         self.on_done(self)
 
@@ -629,7 +639,7 @@ class HeldRequest:
                 error = describe(exc)
             if response is None and error is None:
                 error = "connection closed before a complete answer"
-        return Exchange(self.sent_at, self.done_at, response, error)
+        return Exchange(self.sent_at, self.done_at, response, error, self.read_at)
 
 
 class HeldSet:
@@ -1169,7 +1179,8 @@ class Verdict:
     unanswered: int = 0
     triggers_failed: int = 0  # webhooks or publishes the server did not accept
     latencies_ms: list[float] = field(default_factory=list)
-    last_answer_s: float = math.nan  # from the first trigger's send to the last answer read
+    last_answer_s: float = math.nan  # from the first trigger's send to the last arrival
+    last_read_s: float = math.nan  # ... to when the generator read the last answer
     sources: Counter = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)  # the first few problems, as seen
 
@@ -1195,7 +1206,7 @@ def judge(answers: list[Exchange | None], triggers: list[Exchange], correct: Che
         if trigger.response is None or not 200 <= trigger.response.status < 300:
             verdict.triggers_failed += 1
             verdict.note(f"trigger: {failure(trigger)}")
-    last = -math.inf
+    last = last_read = -math.inf
     for i, answer in enumerate(answers):
         trigger = triggers[i] if len(triggers) == len(answers) else triggers[0]
         if answer is None:
@@ -1207,6 +1218,7 @@ def judge(answers: list[Exchange | None], triggers: list[Exchange], correct: Che
             continue
         verdict.answered += 1
         last = max(last, answer.done_at)
+        last_read = max(last_read, answer.read_at or answer.done_at)
         verdict.sources[parse_json(answer.response.body).get("source", "-")] += 1
         if correct(i, answer.response):
             verdict.correct += 1
@@ -1216,6 +1228,7 @@ def judge(answers: list[Exchange | None], triggers: list[Exchange], correct: Che
             verdict.note(f"answer: {failure(answer)}")
     if triggers and verdict.answered:
         verdict.last_answer_s = last - min(t.sent_at for t in triggers)
+        verdict.last_read_s = last_read - min(t.sent_at for t in triggers)
     verdict.latencies_ms.sort()
     return verdict
 
@@ -1515,6 +1528,7 @@ def fanout_rows(results: Results) -> list[Row]:
             f"<= {TARGET_FANOUT_S:g} s",
             last <= TARGET_FANOUT_S and verdict.all_correct,
         ),
+        Row("fan-out webhook -> last answer read by us", f"{verdict.last_read_s:.3f} s"),
         Row(
             "CPU s generator / worker, fan-out: hold; deliver",
             cpu_text(shape.cpu_hold, shape.cpu_deliver),
@@ -1567,6 +1581,7 @@ def nchan_rows(results: Results) -> list[Row]:
             ),
             Row("nchan RSS per held subscriber, fan-out", kib(fanout.rss_per_held_kib)),
             Row("nchan fan-out publish -> last answer", f"{verdict.last_answer_s:.3f} s"),
+            Row("nchan fan-out publish -> last answer read by us", f"{verdict.last_read_s:.3f} s"),
         ]
     if spread is not None and results.spread is not None:
         rows.append(

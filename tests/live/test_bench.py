@@ -39,6 +39,7 @@ APP_ROWS = [
     "held waits answered correctly, fan-out",
     "worker RSS per held wait, fan-out",
     "fan-out webhook -> last answer",
+    "fan-out webhook -> last answer read by us",
     "CPU s generator / worker, fan-out",
     "sustained webhooks per second",
     "CPU s generator / worker, sustained",
@@ -50,6 +51,7 @@ NCHAN_ROWS = [
     "nchan subscribers answered correctly, fan-out",
     "nchan RSS per held subscriber, fan-out",
     "nchan fan-out publish -> last answer",
+    "nchan fan-out publish -> last answer read by us",
     "ratio RSS per held wait, app/nchan",
     "ratio fan-out last answer, app/nchan",
     "CPU s generator / nginx worker, nchan spread",
@@ -127,6 +129,22 @@ def test_profile_leaves_the_workers_stacks_and_a_summary(tmp_path):
     assert components, output
     assert re.match(r"\d+% \S+", components.group(1)), output
     assert "note: profile, sustained, app functions: " in result.stdout, output
+
+
+@pytest.mark.timeout(200)
+def test_a_series_prints_medians_with_ranges_of_every_run():
+    """make bench BENCH_RUNS=N (bench/series.py): every figure of N runs, median [min-max]."""
+    args = [sys.executable, str(servers.ROOT / "bench" / "series.py"), "--runs", "2", "--"]
+    args += ["--shapes", "sustained", "--sustained", SIZE, "--warmup", "0"]
+    result, output = run_bench(args, timeout=180)
+    assert result.returncode == 0, output
+    assert output.count("series: run ") == 2, output
+    rows = table(result.stdout)
+    measured, target, ok = rows[
+        f"sustained webhooks per second (M={SIZE}, {SIZE} of {SIZE} HTTP 200)"
+    ]
+    assert re.fullmatch(r"\d+( \[\d+-\d+\])?", measured), output
+    assert (target, ok) == (">= 400", "yes" if int(measured.split()[0]) >= 400 else "no"), output
 
 
 LAYOUT_COLUMNS = ["one Redis, 1 worker", "one Redis, 2 workers", "cluster, 1 worker"]
