@@ -26,7 +26,7 @@ from gevent.event import AsyncResult
 from app import metrics
 from app.errors import ServiceUnavailable
 from app.responses import Headers, Response, error_response, json_response
-from app.server import HANDED_OVER, NoDescriptorLeft, client_connection
+from app.server import HANDED_OVER, NoDescriptorLeft, client_connection, gevent_socket
 
 from .held import Held, Parked
 from .hub import Hub
@@ -40,7 +40,7 @@ WRITE_TIMEOUT_S = 5.0
 
 
 class OnSocket(Parked):
-    """Held by a copy of the client's socket: answered with a whole HTTP response there."""
+    """Held by a plain copy of the client's socket: answered with a whole HTTP response."""
 
     __slots__ = ("sock", "http", "headers")
 
@@ -62,28 +62,25 @@ class OnSocket(Parked):
         return data
 
     def send_now(self, data: bytes) -> bytes:
-        sock = self.sock
         try:
-            sock.settimeout(0.0)  # gevent: raise instead of waiting for the socket
-            sent = sock.send(data)
+            sent = self.sock.send(data)  # a plain non-blocking socket: never waits
         except BlockingIOError:
             sent = 0
         except OSError:
             sent = len(data)  # the client left; nothing to tell it
-        finally:
-            sock.settimeout(None)
         return data[sent:]
 
     def send_and_close(self, data: bytes | None) -> None:
+        sock, self.sock = self.sock, None
         try:
             if data:
-                self.sock.settimeout(WRITE_TIMEOUT_S)
-                self.sock.sendall(data)
+                sock = gevent_socket(sock)  # to wait for the client cooperatively
+                sock.settimeout(WRITE_TIMEOUT_S)
+                sock.sendall(data)
         except OSError:
             pass  # the client left; nothing to tell it
         finally:
-            self.sock.close()
-            self.sock = None
+            sock.close()
 
 
 class InGreenlet(Parked):
@@ -190,7 +187,7 @@ class LongPolls:
 
 def _take(connection):
     try:
-        return connection.take()
+        return connection.take_plain()
     except NoDescriptorLeft:
         raise ServiceUnavailable(
             "too many connections held, retry shortly", retry_after=RETRY_AFTER_S

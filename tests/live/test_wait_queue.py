@@ -6,6 +6,7 @@ wait after it queues, deterministically. Real PostgreSQL and Redis behind it.
 """
 
 import errno
+import os
 import time
 import uuid
 
@@ -185,14 +186,35 @@ def test_sigterm_answers_the_queued_waits_before_the_worker_exits(one_turn, db_p
 
 
 class NoDescriptorLeft:
-    """The server's socket of a request, in a worker at its open-files limit."""
+    """The server's socket of a request, in a worker at its open-files limit: a copy of it
+    (gevent's dup, or os.dup of its descriptor) fails as the kernel fails it."""
+
+    FILENO = 1_000_000  # no descriptor of this process
 
     def dup(self):
         raise OSError(errno.EMFILE, "Too many open files")
 
+    def fileno(self):
+        return self.FILENO
+
+
+@pytest.fixture
+def no_descriptor_left(monkeypatch):
+    real_dup = os.dup
+
+    def dup(fd):
+        if fd == NoDescriptorLeft.FILENO:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_dup(fd)
+
+    monkeypatch.setattr(os, "dup", dup)
+    return NoDescriptorLeft()
+
 
 @pytest.mark.parametrize("queueing", [False, True])
-def test_a_worker_out_of_file_descriptors_answers_503_and_holds_nothing(make_app, queueing):
+def test_a_worker_out_of_file_descriptors_answers_503_and_holds_nothing(
+    make_app, queueing, no_descriptor_left
+):
     app = make_app(WAITS_OPENING_AT_ONCE=1, WAITS_PER_CLIENT=1)
     client = app.test_client()
     order = create_order(client)
@@ -201,7 +223,7 @@ def test_a_worker_out_of_file_descriptors_answers_503_and_holds_nothing(make_app
     if queueing:
         turns.acquire()  # every turn taken: the wait would queue
     try:
-        with server.serving(NoDescriptorLeft()):  # as the worker lends its socket
+        with server.serving(no_descriptor_left):  # as the worker lends its socket
             answer = client.get(
                 f"/api/orders/{order['orderId']}/wait?timeout=5000&since=1", headers=auth(order)
             )

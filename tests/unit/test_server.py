@@ -71,6 +71,24 @@ def test_taking_the_connection_is_a_socket_of_the_applications_own():
     left.close()
 
 
+def test_a_plain_copy_never_waits_and_becomes_geventish_to_wait():
+    left, right = socket.socketpair()
+    with server.serving(right):
+        plain = server.client_connection().take_plain()
+    right.close()
+    assert type(plain) is server.PlainSocket and plain.getblocking() is False
+    with pytest.raises(BlockingIOError):
+        plain.recv(1)  # nothing to read: raises at once instead of blocking the worker
+    plain.send(b"now")
+    waiting = server.gevent_socket(plain)
+    assert plain.fileno() == -1  # the same descriptor, now the gevent socket's
+    waiting.settimeout(1)
+    waiting.sendall(b" and later")
+    waiting.close()
+    assert left.recv(32) == b"now and later"
+    left.close()
+
+
 def test_a_worker_out_of_descriptors_is_told_apart():
     class NoDescriptorLeft:
         def dup(self):
