@@ -97,7 +97,7 @@ PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0
 BENCH_CLIENT_NAME = "longpoll-bench"  # our Redis connections, left out of the server's count
 CHANNEL_PATTERN = "order:{*}:status"
 ORDER_AMOUNT = 300
-SHAPES = ("spread", "fanout", "sustained")
+SHAPES = ("spread", "fanout", "sustained", "scaling")  # scaling: bench/scaling.py
 CACHE_PROBE_ORDERS = 100  # at most: orders paid before anyone waits on them
 
 HOLD_BOUND_S = 180.0  # longest wait for the server to hold all N waits
@@ -1342,6 +1342,7 @@ class Results:
     fanout: Held | None = None
     fanout_verdict: Verdict | None = None
     sustained: Sustained | None = None
+    scaling: list | None = None  # bench/scaling.py's measures
     nchan_spread: Held | None = None
     nchan_spread_verdict: Verdict | None = None
     nchan_fanout: Held | None = None
@@ -1362,9 +1363,12 @@ class Results:
         return [v for v in every if v is not None]
 
     def passed(self) -> bool:
+        from bench import scaling
+
         webhooks_ok = self.sustained is None or accepted(self.sustained.webhooks) == len(
             self.sustained.webhooks
         )
+        webhooks_ok = webhooks_ok and (self.scaling is None or scaling.all_accepted(self.scaling))
         return webhooks_ok and all(v.all_correct for v in self.verdicts())
 
 
@@ -1638,6 +1642,10 @@ def report(args, results: Results, machine_rows) -> str:
         rows += fanout_rows(results)
     if results.sustained is not None:
         rows += sustained_rows(results)
+    if results.scaling is not None:
+        from bench import scaling
+
+        rows += scaling.rows(results.scaling)
     rows += nchan_rows(results)
     width = max(len(label) for label, _ in machine_rows)
     lines = [f"{label:<{width}}  {value}" for label, value in machine_rows]
@@ -1690,10 +1698,15 @@ def parse_args() -> argparse.Namespace:
         "--sustained", type=int, default=2000, help="M: webhooks of the sustained shape"
     )
     parser.add_argument(
-        "--shapes", default=",".join(SHAPES), help=f"a subset of {','.join(SHAPES)}"
+        "--shapes",
+        default="spread,fanout,sustained",
+        help=f"a subset of {','.join(SHAPES)}",
     )
     parser.add_argument("--vs-nchan", action="store_true", help="the same shapes against nchan")
     parser.add_argument("--concurrency", type=int, default=20, help="webhooks in flight")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="the scaling shape: N workers against 1"
+    )
     parser.add_argument("--timeout-ms", type=int, default=300_000, help="timeout of each wait")
     parser.add_argument(
         "--warmup",
@@ -1766,6 +1779,11 @@ def run(args) -> int:
             results.problems = server.changes() + log_problems(server.log)
             if results.problems or not results.passed():
                 print_log_tail(server.log)
+        if "scaling" in args.shapes:
+            from bench import scaling
+
+            progress(f"scaling: {args.sustained} webhooks at 1 and {args.workers} workers")
+            results.scaling = scaling.run(env, args)
     if args.vs_nchan:
         run_nchan_shapes(args, results, fd_limit)
     print(report(args, results, machine_rows))

@@ -147,6 +147,23 @@ def test_a_series_prints_medians_with_ranges_of_every_run():
     assert (target, ok) == (">= 400", "yes" if int(measured.split()[0]) >= 400 else "no"), output
 
 
+@pytest.mark.timeout(200)
+def test_scaling_compares_one_worker_with_n_and_shows_every_process_cpu():
+    args = [sys.executable, str(BENCH), "--shapes", "scaling", "--sustained", SIZE]
+    args += ["--warmup", "0", "--workers", "2"]
+    result, output = run_bench(args, timeout=180)
+    assert result.returncode == 0, output
+    rows = table(result.stdout)
+    for n in (1, 2):
+        assert re.fullmatch(
+            r"\d+", rows[f"webhooks per second, {n} worker(s) ({SIZE} of {SIZE} HTTP 200)"][0]
+        )
+        cpu = rows[f"CPU s workers / postgres / redis / generator, {n} worker(s)"][0]
+        assert re.fullmatch(r"(\d+\.\d\d / ){3}\d+\.\d\d in \d+\.\d\d s", cpu), output
+    measured, target, ok = rows["webhook rate, 2 workers / 1"]
+    assert target == ">= 1.4x" and ok in ("yes", "no"), output
+
+
 LAYOUT_COLUMNS = ["one Redis, 1 worker", "one Redis, 2 workers", "cluster, 1 worker"]
 LAYOUT_COLUMNS += ["cluster, 2 workers"]
 
