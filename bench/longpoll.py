@@ -97,7 +97,7 @@ PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0
 BENCH_CLIENT_NAME = "longpoll-bench"  # our Redis connections, left out of the server's count
 CHANNEL_PATTERN = "order:{*}:status"
 ORDER_AMOUNT = 300
-SHAPES = ("spread", "fanout", "sustained", "scaling")  # scaling: bench/scaling.py
+SHAPES = ("spread", "fanout", "sustained", "scaling", "host")  # scaling, host: own modules
 CACHE_PROBE_ORDERS = 100  # at most: orders paid before anyone waits on them
 
 HOLD_BOUND_S = 180.0  # longest wait for the server to hold all N waits
@@ -568,10 +568,13 @@ class HeldRequest:
     """
 
     __slots__ = ("payload", "on_done", "sock", "chunks", "sent_at", "done_at", "closed")
-    __slots__ += ("error", "read_at")
+    __slots__ += ("error", "read_at", "source")
 
-    def __init__(self, payload: bytes, on_done: Callable[[HeldRequest], None]):
+    def __init__(
+        self, payload: bytes, on_done: Callable[[HeldRequest], None], source: str | None = None
+    ):
         self.payload = payload
+        self.source = source  # the loopback address to connect from (127.0.0.x)
         self.on_done = on_done
         self.sock: socket.socket | None = None
         self.chunks: list[bytes] = []
@@ -586,6 +589,8 @@ class HeldRequest:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         stamp_arrivals(self.sock)
+        if self.source is not None:
+            self.sock.bind((self.source, 0))
         await asyncio.wait_for(loop.sock_connect(self.sock, (HOST, port)), CONNECT_TIMEOUT_S)
         self.sent_at = time.monotonic()
         await asyncio.wait_for(loop.sock_sendall(self.sock, self.payload), CONNECT_TIMEOUT_S)
@@ -645,8 +650,8 @@ class HeldRequest:
 class HeldSet:
     """N held requests, opened at most CONNECTS_IN_FLIGHT connects at a time."""
 
-    def __init__(self, payloads: list[bytes]):
-        self.requests = [HeldRequest(payload, self._done) for payload in payloads]
+    def __init__(self, payloads: list[bytes], source: str | None = None):
+        self.requests = [HeldRequest(payload, self._done, source) for payload in payloads]
         self.finished = 0
         self._all_finished = asyncio.Event()
         self._connects: list[asyncio.Task] = []
@@ -669,6 +674,10 @@ class HeldSet:
                         request.finish(describe(exc))
 
         self._connects = [asyncio.create_task(connect(request)) for request in self.requests]
+
+    async def opened(self) -> None:
+        """Until every connect was tried: each request sent, or failed."""
+        await asyncio.gather(*self._connects, return_exceptions=True)
 
     async def wait(self, bound_s: float) -> None:
         """Until every request is answered, or for `bound_s` at most."""
@@ -1343,6 +1352,7 @@ class Results:
     fanout_verdict: Verdict | None = None
     sustained: Sustained | None = None
     scaling: list | None = None  # bench/scaling.py's measures
+    host: tuple | None = None  # bench/host.py's HostRun
     nchan_spread: Held | None = None
     nchan_spread_verdict: Verdict | None = None
     nchan_fanout: Held | None = None
@@ -1369,6 +1379,7 @@ class Results:
             self.sustained.webhooks
         )
         webhooks_ok = webhooks_ok and (self.scaling is None or scaling.all_accepted(self.scaling))
+        webhooks_ok = webhooks_ok and (self.host is None or self.host.correct == self.host.waits)
         return webhooks_ok and all(v.all_correct for v in self.verdicts())
 
 
@@ -1646,6 +1657,10 @@ def report(args, results: Results, machine_rows) -> str:
         from bench import scaling
 
         rows += scaling.rows(results.scaling)
+    if results.host is not None:
+        from bench import host
+
+        rows += host.rows(results.host)
     rows += nchan_rows(results)
     width = max(len(label) for label, _ in machine_rows)
     lines = [f"{label:<{width}}  {value}" for label, value in machine_rows]
@@ -1705,7 +1720,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--vs-nchan", action="store_true", help="the same shapes against nchan")
     parser.add_argument("--concurrency", type=int, default=20, help="webhooks in flight")
     parser.add_argument(
-        "--workers", type=int, default=2, help="the scaling shape: N workers against 1"
+        "--workers", type=int, default=2, help="the scaling and host shapes: N workers"
+    )
+    parser.add_argument(
+        "--host-waits", type=int, default=40_000, help="the host shape: waits held in all"
+    )
+    parser.add_argument(
+        "--host-per-process",
+        type=int,
+        default=10_000,
+        help="the host shape: waits per generator process (each from its own 127.0.0.x)",
     )
     parser.add_argument("--timeout-ms", type=int, default=300_000, help="timeout of each wait")
     parser.add_argument(
@@ -1784,6 +1808,11 @@ def run(args) -> int:
 
             progress(f"scaling: {args.sustained} webhooks at 1 and {args.workers} workers")
             results.scaling = scaling.run(env, args)
+        if "host" in args.shapes:
+            from bench import host
+
+            progress(f"host: {args.host_waits} waits over {args.workers} workers")
+            results.host = host.run(env, args)
     if args.vs_nchan:
         run_nchan_shapes(args, results, fd_limit)
     print(report(args, results, machine_rows))

@@ -164,6 +164,20 @@ def test_scaling_compares_one_worker_with_n_and_shows_every_process_cpu():
     assert target == ">= 1.4x" and ok in ("yes", "no"), output
 
 
+@pytest.mark.timeout(200)
+def test_host_holds_waits_from_several_generator_processes_over_several_workers():
+    args = [sys.executable, str(BENCH), "--shapes", "host", "--host-waits", "300"]
+    args += ["--host-per-process", "100", "--workers", "2", "--warmup", "0"]
+    result, output = run_bench(args, timeout=180)
+    assert result.returncode == 0, output
+    rows = table(result.stdout)
+    answered = rows["host: held waits answered correctly (2 workers, 3 generator processes)"]
+    assert answered[0] == "300 of 300", output
+    assert re.fullmatch(r"\d+\.\d\d s", rows["host: first webhook -> last answer"][0]), output
+    for figure in ("host: CPU s each worker, hold", "host: CPU s each worker, deliver"):
+        assert re.fullmatch(r"\d+\.\d\d / \d+\.\d\d", rows[figure][0]), output
+
+
 LAYOUT_COLUMNS = ["one Redis, 1 worker", "one Redis, 2 workers", "cluster, 1 worker"]
 LAYOUT_COLUMNS += ["cluster, 2 workers"]
 
