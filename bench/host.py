@@ -1,5 +1,5 @@
 """A whole host: W held waits over N workers, opened by several generator processes, then
-answered, for `longpoll.py --shapes host [--host-waits 40000] [--workers 4]`.
+answered, for `longpoll.py --shapes host [--host-waits 40000] [--host-workers 4]`.
 
 One process may hold no more sockets than its open-files limit (20,000 here), and one source
 address reaches one server port from at most the ephemeral port range (about 28,000): so the
@@ -69,7 +69,7 @@ def held_now(port: int) -> int:
 
 
 def run(env: dict, args) -> HostRun:
-    waits, workers = args.host_waits, args.workers
+    waits, workers = args.host_waits, args.host_workers
     orders_n = min(ORDERS, waits)
     per_worker = math.ceil(waits / workers)
     env = {**env, "WORKER_CONNECTIONS": str(min(2 * per_worker + lp.FD_HEADROOM, 19_000))}
