@@ -43,7 +43,7 @@ bench: $(BIN)/.installed
 bench-faults: $(BIN)/.installed
 	$(BIN)/python bench/faults.py $(BENCH_ARGS)
 
-# Every target in one table, medians of BENCH_RUNS runs (5; about 9 minutes): the shapes at
+# Every target in one table, medians of BENCH_RUNS runs (5; about 20 minutes): the shapes at
 # their target sizes, against nchan, 1 worker against 2, and 40,000 waits over 4 workers.
 bench-targets: BENCH_RUNS = 5
 bench-targets: $(BIN)/.installed

@@ -20,6 +20,7 @@ import asyncio
 import math
 import multiprocessing
 import time
+from collections import Counter
 from typing import NamedTuple
 
 from bench import longpoll as lp
@@ -33,23 +34,25 @@ def hold(port: int, payloads: list[bytes], source: str, pipe, bound_s: float) ->
     send back each answer's (arrival, correct?) once all are in (or `bound_s` passed)."""
     lp.raise_nofile_limit()
 
-    async def run() -> list[tuple[float, bool]]:
+    async def run() -> list[tuple[float, str | None]]:
         held = lp.HeldSet(payloads, source)
         try:
             held.open(port)
             await held.opened()
             pipe.send(("opened", sum(r.error is not None for r in held.requests)))
             await held.wait(bound_s)
-            return [
-                (e.done_at, e.response is not None and lp.paid_answer(i, e.response))
-                if e is not None
-                else (math.nan, False)
-                for i, e in enumerate(held.exchanges())
-            ]
+            return [(math.nan, "unanswered") if e is None else judged(e) for e in held.exchanges()]
         finally:
             await held.close()
 
     pipe.send(("answers", asyncio.run(run())))
+
+
+def judged(exchange: lp.Exchange) -> tuple[float, str | None]:
+    """An answer's arrival, and what was wrong with it (None: paid, as it should be)."""
+    if exchange.response is None or not lp.paid_answer(0, exchange.response):
+        return exchange.done_at, lp.failure(exchange)
+    return exchange.done_at, None
 
 
 class HostRun(NamedTuple):
@@ -61,6 +64,7 @@ class HostRun(NamedTuple):
     rss_growth_mib: list[float]  # per worker, while the waits were opened and held
     cpu_hold: list[float]
     cpu_deliver: list[float]
+    problems: list[str]  # the first few wrong or missing answers, as seen
 
 
 def held_now(port: int) -> int:
@@ -125,7 +129,9 @@ def run(env: dict, args) -> HostRun:
         if server.changes():
             raise RuntimeError(f"gunicorn changed under load: {server.changes()}")
     first_sent = min(t.sent_at for t in triggers)
-    arrivals = [at for at, ok in answers if ok]
+    arrivals = [at for at, problem in answers if problem is None]
+    problems = [problem for _, problem in answers if problem is not None]
+    problems += [f"webhook: {lp.failure(t)}" for t in triggers if lp.accepted([t]) == 0]
     return HostRun(
         waits,
         workers,
@@ -135,6 +141,7 @@ def run(env: dict, args) -> HostRun:
         [(h - b) / 1024 for h, b in zip(rss_held, rss_before, strict=True)],
         [h - b for h, b in zip(cpu_held, cpu_before, strict=True)],
         [d - h for d, h in zip(cpu_done, cpu_held, strict=True)],
+        [f"{n} x {problem}" for problem, n in Counter(problems).most_common(6)],
     )
 
 

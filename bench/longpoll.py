@@ -1663,6 +1663,7 @@ def report(args, results: Results, machine_rows) -> str:
         from bench import host
 
         rows += host.rows(results.host)
+        results.notes += [f"host, wrong or missing: {p}" for p in results.host.problems]
     rows += nchan_rows(results)
     width = max(len(label) for label, _ in machine_rows)
     lines = [f"{label:<{width}}  {value}" for label, value in machine_rows]
