@@ -5,13 +5,16 @@ One process may hold no more sockets than its open-files limit (20,000 here), an
 address reaches one server port from at most the ephemeral port range (about 28,000): so the
 waits are split between generator processes of at most --host-per-process waits each, each
 connecting from a loopback address of its own (127.0.0.2, .3, ...). gunicorn runs N gevent
-workers on the run's database and Redis. The waits are spread over ORDERS orders (fewer
-when there are fewer waits); once every worker holds its share (the `orderwait_waits_held`
-gauge, summed over the workers by /metrics) and the workers' CPU is quiet, each order gets
-its webhook, 20 in flight. Figures: waits answered correctly (each its order, paid); the
-first webhook to the last answer (the kernel's arrival stamps, on the system-wide monotonic
-clock every process shares); RSS per held wait over all workers, and each worker's RSS
-growth and CPU to hold and to deliver.
+workers on the run's database and Redis, their database pools within 60 connections in all
+(PostgreSQL allows 100 by default: four default pools of 30 would not fit). The waits are
+spread over ORDERS orders (fewer when there are fewer waits); once every worker holds its
+share (the `orderwait_waits_held` gauge, summed over the workers by /metrics) and the
+workers' CPU is quiet, each order gets its webhook, 20 in flight.
+
+Figures: waits answered correctly (each its order, paid); the first webhook to the last
+answer (the kernel's arrival stamps, on the system-wide monotonic clock every process
+shares); RSS per held wait over all workers, and each worker's RSS growth and CPU to hold
+and to deliver. What was wrong with an answer, and the gunicorn log's warnings, are told.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import NamedTuple
 from bench import longpoll as lp
 
 ORDERS = 1_000
+DATABASE_CONNECTIONS = 60  # for all the host's workers together
 TARGET_HOST_WAITS = 40_000
 
 
@@ -76,7 +80,14 @@ def run(env: dict, args) -> HostRun:
     waits, workers = args.host_waits, args.host_workers
     orders_n = min(ORDERS, waits)
     per_worker = math.ceil(waits / workers)
-    env = {**env, "WORKER_CONNECTIONS": str(min(2 * per_worker + lp.FD_HEADROOM, 19_000))}
+    env = {
+        **env,
+        "WORKER_CONNECTIONS": str(min(2 * per_worker + lp.FD_HEADROOM, 19_000)),
+        # Sized as a host must be: every worker's pool within PostgreSQL's connections
+        # (100 by default, some of them the benchmark's own).
+        "DATABASE_POOL_SIZE": str(max(2, DATABASE_CONNECTIONS // workers)),
+        "DATABASE_MAX_OVERFLOW": "0",
+    }
     with lp.gunicorn(env, workers=workers) as server:
         port = server.port
         orders = lp.create_orders(port, orders_n, args.concurrency)
@@ -128,10 +139,12 @@ def run(env: dict, args) -> HostRun:
                     process.kill()
         if server.changes():
             raise RuntimeError(f"gunicorn changed under load: {server.changes()}")
+        logged = lp.log_problems(server.log)
     first_sent = min(t.sent_at for t in triggers)
     arrivals = [at for at, problem in answers if problem is None]
     problems = [problem for _, problem in answers if problem is not None]
     problems += [f"webhook: {lp.failure(t)}" for t in triggers if lp.accepted([t]) == 0]
+    problems += [f"gunicorn log: {line}" for line in logged]
     return HostRun(
         waits,
         workers,
