@@ -24,12 +24,12 @@ from .sections import (
     Pages,
     Realtime,
     Redis,
-    Server,
     Services,
     Stats,
     Waits,
     normalize_database_url,
 )
+from .server import Server
 
 __all__ = [
     "Config",

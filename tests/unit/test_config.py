@@ -10,7 +10,8 @@ import pytest
 from app import create_app
 from app.config import ConfigError, Settings, TestConfig, markdown
 from app.config.reader import sections_of, show_default
-from app.config.sections import Database, Server
+from app.config.sections import Database
+from app.config.server import Server
 from app.database import engine_options
 from tests.support.servers import ROOT
 
