@@ -1375,12 +1375,11 @@ class Results:
         return [v for v in every if v is not None]
 
     def passed(self) -> bool:
-        from bench import scaling
-
         webhooks_ok = self.sustained is None or accepted(self.sustained.webhooks) == len(
             self.sustained.webhooks
         )
-        webhooks_ok = webhooks_ok and (self.scaling is None or scaling.all_accepted(self.scaling))
+        if self.scaling is not None:
+            webhooks_ok = webhooks_ok and all(m.accepted == m.sent for m in self.scaling)
         webhooks_ok = webhooks_ok and (self.host is None or self.host.correct == self.host.waits)
         return webhooks_ok and all(v.all_correct for v in self.verdicts())
 
@@ -1663,7 +1662,6 @@ def report(args, results: Results, machine_rows) -> str:
         from bench import host
 
         rows += host.rows(results.host)
-        results.notes += [f"host, wrong or missing: {p}" for p in results.host.problems]
     rows += nchan_rows(results)
     width = max(len(label) for label, _ in machine_rows)
     lines = [f"{label:<{width}}  {value}" for label, value in machine_rows]
@@ -1815,6 +1813,7 @@ def run(args) -> int:
 
             progress(f"host: {args.host_waits} waits over {args.host_workers} workers")
             results.host = host.run(env, args)
+            results.notes += [f"host, wrong or missing: {p}" for p in results.host.problems]
     if args.vs_nchan:
         run_nchan_shapes(args, results, fd_limit)
     print(report(args, results, machine_rows))

@@ -109,7 +109,3 @@ def rows(measures: list[Measure]) -> list[lp.Row]:
             )
         )
     return table
-
-
-def all_accepted(measures: list[Measure]) -> bool:
-    return all(m.accepted == m.sent for m in measures)
