@@ -13,17 +13,21 @@ from app.realtime.connections import WORKER_ID
 WAIT_RETRY_AFTER_S = 5
 
 
-def take_wait_slots(client: str, order_id: str) -> list:
+def take_wait_slots(client: str, order_id: str) -> tuple:
     """One slot per client address and one per order while a wait is held, or 429."""
     per_client, per_order = current_app.extensions["wait_limits"]
+    if not (per_client.limit or per_order.limit):
+        return ()  # nothing counted, nothing held: a held wait keeps no lease
+    taken: list = []
     # Named by its worker, like a stream's lease: a lease left by a worker that died shows whose.
     lease_id = f"{WORKER_ID}:{uuid4().hex}"
-    taken: list = []
     try:
         for limiter, owner, whose in (
             (per_client, client, "this address"),
             (per_order, order_id, "this order"),
         ):
+            if not limiter.limit:
+                continue
             lease = limiter.acquire(owner, lease_id)
             if lease is None:
                 raise TooManyRequests(
@@ -34,9 +38,9 @@ def take_wait_slots(client: str, order_id: str) -> list:
     except BaseException:
         give_back_wait_slots(taken)
         raise
-    return taken
+    return tuple(taken)
 
 
-def give_back_wait_slots(slots: list) -> None:
+def give_back_wait_slots(slots) -> None:
     for limiter, owner, lease in slots:
         limiter.release(owner, lease)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from datetime import datetime
 
@@ -64,7 +65,7 @@ class Wait:
         self.body: dict | None = None  # the answer, once there is one
         self.received: float | None = None  # when the hub got the delivery that answered
         self.connection: Connection | None = None  # its place in the registry
-        self.slots: list = []
+        self.slots: tuple = ()  # leases of its limits, while held
 
     @property
     def channel(self) -> str:
@@ -88,8 +89,8 @@ class Wait:
         # Held from here on, by the thousand: keep nothing it no longer needs.
         self.token = self.client = None
         # While held, keep what we know as one string: a held wait's memory is mostly what
-        # it keeps alive.
-        self.known = events.encode(current)
+        # it keeps alive. Interned: the waits of one order share one copy.
+        self.known = sys.intern(events.encode(current))
         log.info(
             "wait held",
             extra=fields(event="wait.started", order_id=self.order_id, since=self.since),
@@ -142,7 +143,7 @@ class Wait:
         if self.connection is not None:
             registry.close(self.connection)
         limits.give_back_wait_slots(self.slots)
-        self.connection, self.slots, self.known = None, [], None
+        self.connection, self.slots, self.known = None, (), None
         if self.body is not None:
             self._count(time.monotonic() if written_at is None else written_at)
 

@@ -32,7 +32,7 @@ _HOST = socket.gethostname()
 WORKER_ID = f"{_HOST}:{os.getpid()}"
 
 
-@dataclass
+@dataclass(slots=True)  # one per held wait, by the thousand
 class Connection:
     id: int
     kind: str  # "wait", "sse:stats", "sse:services", "sse:order"

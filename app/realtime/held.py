@@ -40,6 +40,9 @@ class Parked:
         self.done = False
         self.written_at: float | None = None  # time.monotonic() once the response is out
 
+    def __lt__(self, other: Parked) -> bool:
+        return self.deadline < other.deadline  # the lot's deadline heap, without a tuple each
+
     def encode(self, body: dict, memo: dict):
         """What to write for `body`; `memo` as in Held.answer."""
         raise NotImplementedError

@@ -17,6 +17,7 @@ test client, another WSGI server) the request's greenlet waits for the same lot 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -119,7 +120,7 @@ class LongPolls:
         connection = client_connection()
         if connection is None:
             return self._in_greenlet(held, headers).start(start_response)
-        http = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        http = sys.intern(environ.get("SERVER_PROTOCOL", "HTTP/1.1"))  # one copy, not one each
         try:
             if self.queue.full():
                 # No turn to open it now: it waits for one by its socket alone.

@@ -22,7 +22,6 @@ its client and writes it).
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -43,10 +42,12 @@ class ParkingLot:
     def __init__(self, hub: Hub, context: Callable[[], AbstractContextManager] = nullcontext):
         self._hub = hub
         self._context = context  # what a Held's finish() runs in (the application's context)
-        self._by_channel: dict[str, dict[Parked, None]] = {}
+        # A channel's parked requests: the request itself while it is the only one (most
+        # channels of a spread hold one, and a dict would cost more than the request), else
+        # a dict of them in the order they came.
+        self._by_channel: dict[str, Parked | dict[Parked, None]] = {}
         self._handlers: dict[str, Handler] = {}
-        self._deadlines: list[tuple[float, int, Parked]] = []
-        self._order = itertools.count()
+        self._deadlines: list[Parked] = []  # a heap: Parked orders by deadline
         self._deliveries: list[Delivery] = []
         self._unfinished: list[tuple[Parked, object]] = []  # answers not taken whole at once
         self._unrecorded: list[Parked] = []  # written, their bookkeeping not done yet
@@ -54,6 +55,7 @@ class ParkingLot:
         self._timer_reset = Event()
         self._emptied = Event()
         self._emptied.set()
+        self._deliver = self._on_delivery  # one bound method for every channel's handler
         self._writer: gevent.Greenlet | None = None
         self._timer: gevent.Greenlet | None = None
         self.count = 0
@@ -69,9 +71,7 @@ class ParkingLot:
         channel = request.channel = watch.channel
         if channel not in self._handlers:
             # The watch holds the subscription, so no command is sent here.
-            self._handlers[channel] = self._hub.add_handler(
-                channel, self._on_delivery, like_watch=True
-            )
+            self._handlers[channel] = self._hub.add_handler(channel, self._deliver, like_watch=True)
         try:
             # What came in since the watch was taken. Once this finds nothing, nothing below
             # switches greenlets until the request is parked: no delivery falls between.
@@ -84,12 +84,12 @@ class ParkingLot:
         finally:
             watch.close()
         if response is not None:
-            if not self._by_channel.get(channel):
+            if channel not in self._by_channel:
                 self._forget(channel)
             return response
-        self._by_channel.setdefault(channel, {})[request] = None
-        heapq.heappush(self._deadlines, (request.deadline, next(self._order), request))
-        if self._deadlines[0][2] is request:
+        self._add(channel, request)
+        heapq.heappush(self._deadlines, request)
+        if self._deadlines[0] is request:
             self._timer_reset.set()  # earlier than what the timer sleeps for
         self.count += 1
         self._hub.count_parked(1)
@@ -145,7 +145,7 @@ class ParkingLot:
             deliveries, self._deliveries = self._deliveries, []
             if any(d.source == SHUTDOWN for d in deliveries):
                 # The worker stops: answer everything parked, in one batch.
-                everything = [r for parked in self._by_channel.values() for r in parked]
+                everything = [r for channel in self._by_channel for r in self._parked_on(channel)]
                 try:
                     self._finish_and_write(everything, SHUTDOWN)
                 except Exception:
@@ -168,25 +168,22 @@ class ParkingLot:
     def _answer_channel(self, delivery: Delivery, written: list[Parked], write=None) -> None:
         """Answer the requests `delivery` concerns; those written whole go on `written`, for
         the caller's bookkeeping. `write` sends without waiting (the hub's greenlet)."""
-        parked = self._by_channel.get(delivery.channel)
-        if not parked:
-            return
         memo: dict = {}
-        for request in list(parked):
+        for request in self._parked_on(delivery.channel):
             if not request.done and (response := request.respond(delivery, memo)) is not None:
                 if self._write(request, response, write):
                     written.append(request)
 
     def _expire_deadlines(self) -> None:
         while True:
-            wait_for = self._deadlines[0][0] - time.monotonic() if self._deadlines else None
+            wait_for = self._deadlines[0].deadline - time.monotonic() if self._deadlines else None
             if wait_for is None or wait_for > 0:
                 self._timer_reset.wait(wait_for)
                 self._timer_reset.clear()
                 continue
             now, due = time.monotonic(), []
-            while self._deadlines and self._deadlines[0][0] <= now:
-                request = heapq.heappop(self._deadlines)[2]
+            while self._deadlines and self._deadlines[0].deadline <= now:
+                request = heapq.heappop(self._deadlines)
                 if not request.done:
                     due.append(request)
             if due:
@@ -220,11 +217,8 @@ class ParkingLot:
         The bookkeeping (`written`) comes after the whole batch, so the last of many
         waiters of one delivery is not kept waiting for the others' logs."""
         request.done = True
-        parked = self._by_channel.get(request.channel)
-        if parked is not None:
-            parked.pop(request, None)
-            if not parked:
-                self._forget(request.channel)
+        if self._remove(request):
+            self._forget(request.channel)
         self.count -= 1
         self._hub.count_parked(-1)
         if write is None:
@@ -254,8 +248,35 @@ class ParkingLot:
         # Answered requests leave the deadline heap when their deadline comes: under a steady
         # flow of answers that is most of it. Drop them once they outnumber the parked.
         if len(self._deadlines) > 2 * self.count + 1000:
-            self._deadlines = [entry for entry in self._deadlines if not entry[2].done]
+            self._deadlines = [request for request in self._deadlines if not request.done]
             heapq.heapify(self._deadlines)
+
+    def _add(self, channel: str, request: Parked) -> None:
+        parked = self._by_channel.get(channel)
+        if parked is None:
+            self._by_channel[channel] = request
+        elif isinstance(parked, dict):
+            parked[request] = None
+        else:
+            self._by_channel[channel] = {parked: None, request: None}
+
+    def _parked_on(self, channel: str) -> list[Parked]:
+        parked = self._by_channel.get(channel)
+        if parked is None:
+            return []
+        return list(parked) if isinstance(parked, dict) else [parked]
+
+    def _remove(self, request: Parked) -> bool:
+        """Take `request` off its channel: True when that leaves the channel with none."""
+        parked = self._by_channel.get(request.channel)
+        if isinstance(parked, dict):
+            parked.pop(request, None)
+            if parked:
+                return False
+        elif parked is not request:
+            return False
+        del self._by_channel[request.channel]
+        return True
 
     def _forget(self, channel: str) -> None:
         self._by_channel.pop(channel, None)

@@ -43,7 +43,9 @@ class Subscription:
         self.name = name
         self.waiters = 0
         self.handlers: list[Callable[[Delivery], None]] = []
-        self.broadcast = Broadcast()  # one wake-up for every waiter of the channel
+        # One wake-up for every waiter of the channel, while it has any: the channels of
+        # parked requests (handlers only) are held by the thousand.
+        self.broadcast: Broadcast | None = None
         self.confirmed = Event()  # set when Redis acknowledged the SUBSCRIBE
         self.polled_version: int | None = None
 
@@ -73,6 +75,8 @@ class Subscriptions(dict[tuple[str, str], Subscription]):
         """Count a new waiter in; the subscription, and whether it was just created (the
         caller then sends SUBSCRIBE, after the waiter counts, so an interruption unwinds)."""
         sub, created = self._register(kind, name)
+        if sub.broadcast is None:
+            sub.broadcast = Broadcast()
         sub.waiters += 1
         self.waiters += 1
         return sub, created
@@ -93,6 +97,8 @@ class Subscriptions(dict[tuple[str, str], Subscription]):
     def release_waiter(self, sub: Subscription) -> None:
         sub.waiters -= 1
         self.waiters -= 1
+        if not sub.waiters:
+            sub.broadcast = None  # what it sent reaches nobody now; the next waiter starts one
         self._drop_if_unused(sub)
 
     def _register(self, kind: str, name: str) -> tuple[Subscription, bool]:
