@@ -16,6 +16,10 @@ redis-server), on loopback, driven by an asyncio raw-socket load generator:
 - fan-out: one fresh order, --fanout waits on it, one webhook: from the webhook's send to the
   LAST answer read, and the RSS per held wait (after the spread, the worker reuses memory
   the spread's waits freed, so this one reads low and is not judged).
+- memory: --memory-orders M (10,000) waits on M orders, held, then one webhook each, as the
+  spread: the RSS per held wait where it is not noise. At the spread's 1,000 the growth is a
+  few MiB, and memory the worker freed but did not give back moves it by a few hundred KiB
+  from one run to the next.
 - sustained: --sustained orders nobody waits on, one signed webhook each over --concurrency
   keep-alive connections: webhooks per second, every one HTTP 200.
 - --vs-nchan: spread and fan-out again against a private nginx with the nchan module (one
@@ -39,7 +43,8 @@ subscriber, a webhook or a publish not accepted), 2 when the benchmark could not
 missed target alone does not fail the run.
 
 Run from the repo root: .venv/bin/python bench/longpoll.py [--orders 1000] [--fanout N]
-[--sustained 2000] [--shapes spread,fanout,sustained] [--vs-nchan] [--concurrency 20]
+[--sustained 2000] [--memory-orders 10000] [--shapes spread,fanout,memory,sustained] [--vs-nchan]
+[--concurrency 20]
 """
 
 from __future__ import annotations
@@ -97,7 +102,14 @@ PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0
 BENCH_CLIENT_NAME = "longpoll-bench"  # our Redis connections, left out of the server's count
 CHANNEL_PATTERN = "order:{*}:status"
 ORDER_AMOUNT = 300
-SHAPES = ("spread", "fanout", "sustained", "scaling", "host")  # scaling, host: own modules
+SHAPES = (
+    "spread",
+    "fanout",
+    "memory",
+    "sustained",
+    "scaling",
+    "host",
+)  # scaling, host: own modules
 CACHE_PROBE_ORDERS = 100  # at most: orders paid before anyone waits on them
 
 HOLD_BOUND_S = 180.0  # longest wait for the server to hold all N waits
@@ -1352,6 +1364,8 @@ class Results:
     spread_verdict: Verdict | None = None
     fanout: Held | None = None
     fanout_verdict: Verdict | None = None
+    memory: Held | None = None
+    memory_verdict: Verdict | None = None
     sustained: Sustained | None = None
     scaling: list | None = None  # bench/scaling.py's measures
     host: tuple | None = None  # bench/host.py's HostRun
@@ -1359,6 +1373,8 @@ class Results:
     nchan_spread_verdict: Verdict | None = None
     nchan_fanout: Held | None = None
     nchan_fanout_verdict: Verdict | None = None
+    nchan_memory: Held | None = None
+    nchan_memory_verdict: Verdict | None = None
     problems: list[str] = field(default_factory=list)  # gunicorn's
     nginx_problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -1369,8 +1385,10 @@ class Results:
             self.probe_verdict,
             self.spread_verdict,
             self.fanout_verdict,
+            self.memory_verdict,
             self.nchan_spread_verdict,
             self.nchan_fanout_verdict,
+            self.nchan_memory_verdict,
         )
         return [v for v in every if v is not None]
 
@@ -1552,6 +1570,25 @@ def fanout_rows(results: Results) -> list[Row]:
     ]
 
 
+def memory_rows(results: Results) -> list[Row]:
+    shape, verdict = results.memory, results.memory_verdict
+    rss = shape.rss_per_held_kib
+    return [
+        Row(
+            f"held waits answered correctly, memory (N={shape.n})",
+            verdict.answered_text(),
+            "all",
+            verdict.all_correct,
+        ),
+        Row(
+            f"worker RSS per held wait, memory (N={shape.n})",
+            kib(rss),
+            f"<= {TARGET_RSS_PER_WAIT_KIB:g} KiB",
+            rss <= TARGET_RSS_PER_WAIT_KIB,
+        ),
+    ]
+
+
 def sustained_rows(results: Results) -> list[Row]:
     webhooks, cpu = results.sustained
     m, ok = len(webhooks), accepted(webhooks)
@@ -1569,7 +1606,7 @@ def sustained_rows(results: Results) -> list[Row]:
 
 def nchan_rows(results: Results) -> list[Row]:
     rows = []
-    spread, fanout = results.nchan_spread, results.nchan_fanout
+    spread, fanout, memory = results.nchan_spread, results.nchan_fanout, results.nchan_memory
     if spread is not None:
         verdict = results.nchan_spread_verdict
         lat = verdict.latencies_ms
@@ -1599,12 +1636,37 @@ def nchan_rows(results: Results) -> list[Row]:
             Row("nchan fan-out publish -> last answer", f"{verdict.last_answer_s:.3f} s"),
             Row("nchan fan-out publish -> last answer read by us", f"{verdict.last_read_s:.3f} s"),
         ]
+    if memory is not None:
+        verdict = results.nchan_memory_verdict
+        rows += [
+            Row(
+                f"nchan subscribers answered correctly, memory (N={memory.n})",
+                verdict.answered_text(),
+                "all",
+                verdict.all_correct,
+            ),
+            Row(
+                f"nchan RSS per held subscriber, memory (N={memory.n})",
+                kib(memory.rss_per_held_kib),
+            ),
+        ]
     if spread is not None and results.spread is not None:
+        ratio = (results.spread.rss_per_held_kib, spread.rss_per_held_kib)
+        if memory is not None and results.memory is not None:
+            # Judged on the memory shape's size, where the growth is not noise.
+            rows.append(
+                Row("ratio RSS per held wait, app/nchan, spread", f"{ratio[0] / ratio[1]:.2f}x")
+            )
+        else:
+            rows.append(
+                ratio_row("ratio RSS per held wait, app/nchan, spread", *ratio, TARGET_RSS_RATIO)
+            )
+    if memory is not None and results.memory is not None:
         rows.append(
             ratio_row(
-                "ratio RSS per held wait, app/nchan, spread",
-                results.spread.rss_per_held_kib,
-                spread.rss_per_held_kib,
+                f"ratio RSS per held wait, app/nchan, memory (N={memory.n})",
+                results.memory.rss_per_held_kib,
+                memory.rss_per_held_kib,
                 TARGET_RSS_RATIO,
             )
         )
@@ -1617,7 +1679,7 @@ def nchan_rows(results: Results) -> list[Row]:
                 TARGET_FANOUT_RATIO,
             )
         )
-    for name, shape in (("spread", spread), ("fan-out", fanout)):
+    for name, shape in (("spread", spread), ("fan-out", fanout), ("memory", memory)):
         if shape is not None:
             rows.append(
                 Row(
@@ -1652,6 +1714,8 @@ def report(args, results: Results, machine_rows) -> str:
         rows += cold_rows(results)
     if results.fanout is not None:
         rows += fanout_rows(results)
+    if results.memory is not None:
+        rows += memory_rows(results)
     if results.sustained is not None:
         rows += sustained_rows(results)
     if results.scaling is not None:
@@ -1690,8 +1754,10 @@ def report(args, results: Results, machine_rows) -> str:
         ("cache probe", results.probe_verdict),
         ("spread", results.spread_verdict),
         ("fan-out", results.fanout_verdict),
+        ("memory", results.memory_verdict),
         ("nchan spread", results.nchan_spread_verdict),
         ("nchan fan-out", results.nchan_fanout_verdict),
+        ("nchan memory", results.nchan_memory_verdict),
     ):
         for sample in verdict.samples if verdict is not None else ():
             lines.append(f"problem, {name}: {sample}")
@@ -1712,6 +1778,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fanout", type=int, default=None, help="waits on one order (--orders)")
     parser.add_argument(
         "--sustained", type=int, default=2000, help="M: webhooks of the sustained shape"
+    )
+    parser.add_argument(
+        "--memory-orders", type=int, default=10_000, help="the memory shape: waits and orders"
     )
     parser.add_argument(
         "--shapes",
@@ -1756,7 +1825,8 @@ def parse_args() -> argparse.Namespace:
     unknown = set(args.shapes) - set(SHAPES)
     if unknown or not args.shapes:
         parser.error(f"--shapes: choose from {', '.join(SHAPES)} (got {args.shapes})")
-    sizes = (args.orders, args.fanout, args.sustained, args.concurrency, args.timeout_ms)
+    sizes = (args.orders, args.fanout, args.sustained, args.memory_orders, args.concurrency)
+    sizes += (args.timeout_ms,)
     if min(sizes) < 1 or args.warmup < 0:
         parser.error("sizes, --concurrency and --timeout-ms must be positive")
     if int(args.timeout_ms) > int(LONG_WAITS["LONGPOLL_MAX_TIMEOUT_MS"]):
@@ -1765,9 +1835,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def held_at_most(args) -> int:
+    """The most requests one shape holds at once."""
+    spread = args.orders if "spread" in args.shapes else 0
+    memory = args.memory_orders if "memory" in args.shapes else 0
+    return max(spread, memory, args.fanout)
+
+
 def run(args) -> int:
     fd_limit = raise_nofile_limit()
-    held_max = max(args.orders if "spread" in args.shapes else 0, args.fanout)
+    held_max = held_at_most(args)
     needed = held_max + args.concurrency + FD_HEADROOM
     if needed > fd_limit:
         raise RuntimeError(f"open-files limit {fd_limit} is too low for {held_max} held requests")
@@ -1845,6 +1922,12 @@ def run_app_shapes(app: App, results: Results) -> None:
         (order,) = create_orders(port, 1, 1)
         results.fanout = asyncio.run(app_fanout(app, order, args.fanout))
         results.fanout_verdict = judge(results.fanout.answers, results.fanout.triggers, paid_answer)
+    if "memory" in args.shapes:
+        m = args.memory_orders
+        progress(f"memory: creating {m} orders, holding a wait on each, then their webhooks")
+        orders = create_orders(port, m, args.concurrency)
+        results.memory = asyncio.run(app_spread(app, orders, observe=False))
+        results.memory_verdict = judge(results.memory.answers, results.memory.triggers, paid_answer)
     if "sustained" in args.shapes:
         progress(f"sustained: creating {args.sustained} orders, then one webhook each")
         orders = create_orders(port, args.sustained, args.concurrency)
@@ -1852,7 +1935,7 @@ def run_app_shapes(app: App, results: Results) -> None:
 
 
 def run_nchan_shapes(args, results: Results, fd_limit: int) -> None:
-    held_max = max(args.orders if "spread" in args.shapes else 0, args.fanout)
+    held_max = held_at_most(args)
     # nchan takes more than one connection slot per long-poll subscriber (5,000 subscribers
     # did not fit in 5,300 slots; 7,500 were enough): nginx drops the ones it cannot place.
     connections = min(2 * held_max + args.concurrency + FD_HEADROOM, fd_limit)
@@ -1873,6 +1956,18 @@ def run_nchan_shapes(args, results: Results, fd_limit: int) -> None:
             results.nginx_problems += nginx_problems(nginx.error_log)
         results.nchan_spread = shape
         results.nchan_spread_verdict = judge(
+            shape.answers, shape.triggers, lambda i, r: r.status == 200 and r.body == messages[i]
+        )
+    if "memory" in args.shapes:
+        m = args.memory_orders
+        progress(f"nchan memory: holding {m} subscribers on {m} channels, then one publish each")
+        channels = [f"m{tag}_{i}" for i in range(m)]
+        messages = [nchan_message(channel, size) for channel in channels]
+        with nchan_nginx(connections, fd_limit) as nginx:
+            shape = asyncio.run(nchan_spread(nginx, channels, messages, args))
+            results.nginx_problems += nginx_problems(nginx.error_log)
+        results.nchan_memory = shape
+        results.nchan_memory_verdict = judge(
             shape.answers, shape.triggers, lambda i, r: r.status == 200 and r.body == messages[i]
         )
     if "fanout" in args.shapes:

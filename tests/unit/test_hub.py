@@ -223,3 +223,23 @@ def test_a_stats_stream_that_joins_after_the_drain_ends_at_once(hub):
     assert late.wait(1) == (True, None)
     feed.leave()
     feed.leave()
+
+
+def test_a_channel_subscribed_again_waits_for_its_own_confirmation_alone():
+    """Confirmed channels share one event that stays set: unconfirming one channel must not
+    unconfirm the others, and a waiter of the new confirmation wakes when it comes."""
+    from app.realtime.hub.registry import CHANNEL, Subscription
+
+    first, second = Subscription(CHANNEL, "first"), Subscription(CHANNEL, "second")
+    first.confirm()
+    second.confirm()
+    first.unconfirm()
+    assert not first.confirmed.is_set()
+    assert second.confirmed.is_set()
+
+    waiter = gevent.spawn(first.confirmed.wait, 5)
+    gevent.sleep(0)
+    first.unconfirm()  # still waiting for the same confirmation
+    first.confirm()
+    assert waiter.get(timeout=1) is True
+    assert first.confirmed.is_set() and second.confirmed.is_set()

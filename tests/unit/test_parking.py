@@ -52,9 +52,12 @@ def lot(make_hub, redis_url, redis_client):
     lot.stop()
 
 
-def park(lot: ParkingLot, channel: str, response: bytes) -> tuple[socket.socket, Raw, Answering]:
+def park(
+    lot: ParkingLot, channel: str, response: bytes, within: float = 30
+) -> tuple[socket.socket, Raw, Answering]:
     client, server = socket.socketpair()
     held = Answering(channel, response)
+    held.deadline = time.monotonic() + within
     request = Raw(held, server, "HTTP/1.1", ())
     assert lot.park(request, lot._hub.watch(channel)) is None
     return client, request, held
@@ -103,3 +106,36 @@ def test_a_client_gone_before_its_answer_is_no_trouble_for_the_others(lot, redis
     assert read_all(client) == b"second"
     eventually(lambda: first.recorded == second.recorded == 1, message="both recorded")
     assert lot.count == 0
+
+
+def numsub(client, channel: str) -> int:
+    return dict(client.pubsub_numsub(channel))[channel]
+
+
+def test_a_channel_is_let_go_with_its_last_parked_request(lot, redis_client):
+    """One request on a channel, then a second: the first times out and the second stays
+    parked on the channel; once it is answered the channel is unsubscribed."""
+    channel = "parking:last"
+    early, _, first = park(lot, channel, b"early", within=0.3)
+    late, _, second = park(lot, channel, b"late")
+    assert numsub(redis_client, channel) == 1
+
+    assert read_all(early) == b"timeout"
+    eventually(lambda: first.recorded == 1, message="the first recorded")
+    assert lot.count == 1
+    assert numsub(redis_client, channel) == 1  # the second still holds the channel
+
+    redis_client.publish(channel, "news")
+    assert read_all(late) == b"late"
+    eventually(lambda: numsub(redis_client, channel) == 0, message="channel let go")
+    assert lot.count == 0
+
+
+def test_a_lone_parked_request_lets_its_channel_go_once_answered(lot, redis_client):
+    channel = "parking:lone"
+    client, _, held = park(lot, channel, b"answer")
+    redis_client.publish(channel, "news")
+
+    assert read_all(client) == b"answer"
+    eventually(lambda: numsub(redis_client, channel) == 0, message="channel let go")
+    assert lot.count == 0 and held.recorded == 1

@@ -153,7 +153,7 @@ class ClusterLinks(Links):
             if old == new:
                 continue
             moved += new is not None  # else polled until its slot has a primary again
-            sub.confirmed.clear()
+            sub.unconfirm()
             if old in self._connections:  # the server may have dropped it already
                 self._connections[old].send("SUNSUBSCRIBE", sub.name)
             if new in self._connections:

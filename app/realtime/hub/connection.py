@@ -191,7 +191,7 @@ class PubSubConnection:
             conn, self._conn = self._conn, None
             for sub in self._subs.values():
                 if self.share.owns(sub.kind, sub.name):
-                    sub.confirmed.clear()
+                    sub.unconfirm()
         self._on_state()
         if conn is not None:
             conn.disconnect()
@@ -245,7 +245,7 @@ class PubSubConnection:
             sub = self._subs.get((SHARD, name))
             if name == self._canary.channel or (sub is not None and self.share.owns(SHARD, name)):
                 if sub is not None:
-                    sub.confirmed.clear()
+                    sub.unconfirm()
                 self._on_moved()
         elif kind == "pmessage":
             sub = self._subs.get((PATTERN, response[1]))
@@ -253,4 +253,4 @@ class PubSubConnection:
         elif kind in _CONFIRMATION_KIND:
             sub = self._subs.get((_CONFIRMATION_KIND[kind], response[1]))
             if sub is not None:
-                sub.confirmed.set()
+                sub.confirm()

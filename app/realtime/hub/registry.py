@@ -35,6 +35,10 @@ class Delivery(NamedTuple):
     received: float  # time.monotonic() when the hub got it: every waiter's delivery latency
 
 
+_CONFIRMED = Event()  # shared by every confirmed subscription; never cleared
+_CONFIRMED.set()
+
+
 class Subscription:
     __slots__ = ("kind", "name", "waiters", "handlers", "broadcast", "confirmed", "polled_version")
 
@@ -48,6 +52,19 @@ class Subscription:
         self.broadcast: Broadcast | None = None
         self.confirmed = Event()  # set when Redis acknowledged the SUBSCRIBE
         self.polled_version: int | None = None
+
+    def confirm(self) -> None:
+        """Redis acknowledged the SUBSCRIBE. Once its waiters are woken, the channel shares
+        one event that stays set: the channels of held waits are confirmed by the thousand."""
+        self.confirmed.set()
+        self.confirmed = _CONFIRMED
+
+    def unconfirm(self) -> None:
+        """To be subscribed again: waiters of the confirmation wait from here on."""
+        if self.confirmed is _CONFIRMED:
+            self.confirmed = Event()
+        else:
+            self.confirmed.clear()
 
 
 class Handler(NamedTuple):
