@@ -43,11 +43,11 @@ bench: $(BIN)/.installed
 bench-faults: $(BIN)/.installed
 	$(BIN)/python bench/faults.py $(BENCH_ARGS)
 
-# Every target in one table, medians of BENCH_RUNS runs (5; about 20 minutes): the shapes at
+# Every target in one table, medians of BENCH_RUNS runs (5; about 25 minutes): the shapes at
 # their target sizes, against nchan, 1 worker against 2, and 40,000 waits over 4 workers.
 bench-targets: BENCH_RUNS = 5
 bench-targets: $(BIN)/.installed
-	$(BIN)/python bench/series.py --runs $(BENCH_RUNS) -- --shapes spread,fanout,sustained,scaling,host --fanout 10000 --vs-nchan $(BENCH_ARGS)
+	$(BIN)/python bench/series.py --runs $(BENCH_RUNS) -- --shapes spread,fanout,memory,sustained,scaling,host --fanout 10000 --vs-nchan $(BENCH_ARGS)
 
 # A stopped instance's clients coming back, with and without SHUTDOWN_RECONNECT_WINDOW_MS.
 bench-storm: $(BIN)/.installed

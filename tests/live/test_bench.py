@@ -148,6 +148,30 @@ def test_a_series_prints_medians_with_ranges_of_every_run():
 
 
 @pytest.mark.timeout(200)
+def test_memory_judges_the_rss_per_held_wait_against_nchan_at_its_own_size():
+    """--shapes memory: the spread at --memory-orders, for the RSS per held wait; with nchan,
+    the RSS target is judged on its ratio, and the spread's ratio is shown unjudged."""
+    with_nchan = nchan_installed()
+    args = [sys.executable, str(BENCH), "--shapes", "spread,memory", "--orders", "30"]
+    args += ["--memory-orders", SIZE, "--warmup", "0"] + (["--vs-nchan"] if with_nchan else [])
+    result, output = run_bench(args, timeout=180)
+    assert result.returncode == 0, output
+    rows = table(result.stdout)
+    assert rows[f"held waits answered correctly, memory (N={SIZE})"] == (
+        f"{SIZE} of {SIZE}",
+        "all",
+        "yes",
+    ), output
+    assert re.fullmatch(r"\d+\.\d KiB", rows[f"worker RSS per held wait, memory (N={SIZE})"][0])
+    if with_nchan:
+        answered = rows[f"nchan subscribers answered correctly, memory (N={SIZE})"]
+        assert answered[0] == f"{SIZE} of {SIZE}", output
+        ratio = rows[f"ratio RSS per held wait, app/nchan, memory (N={SIZE})"]
+        assert ratio[1] == "<= 0.2x" and ratio[2] in ("yes", "no"), output
+        assert rows["ratio RSS per held wait, app/nchan, spread"][1:] == ("-", "-"), output
+
+
+@pytest.mark.timeout(200)
 def test_scaling_compares_one_worker_with_n_and_shows_every_process_cpu():
     args = [sys.executable, str(BENCH), "--shapes", "scaling", "--sustained", SIZE]
     args += ["--warmup", "0", "--workers", "2"]
