@@ -122,8 +122,9 @@ def run(env: dict, args) -> HostRun:
                 time.sleep(lp.HELD_POLL_S)
             for pid in server.workers:
                 asyncio.run(lp.wait_worker_idle(pid))
-            rss_held = [lp.rss_kib(pid) for pid in server.workers]
             cpu_held = [lp.cpu_seconds(pid) for pid in server.workers]
+            time.sleep(lp.RSS_SETTLE_S)  # as held_shape: past one trim of freed memory
+            rss_held = [lp.rss_kib(pid) for pid in server.workers]
             webhooks = [lp.webhook_request(port, o, env["WEBHOOK_SECRET"]) for o in orders]
             triggers = asyncio.run(lp.request_pool(port, webhooks, args.concurrency))
             answers = []

@@ -118,6 +118,7 @@ START_BOUND_S = 30.0  # longest wait for redis-server, gunicorn or nginx to answ
 CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 30.0  # one order creation, one webhook, one scrape
 ANSWER_SLACK_S = 30.0  # beyond the wait's own timeout, before we give up on an answer
+RSS_SETTLE_S = 2.5  # one MALLOC_TRIM_INTERVAL (2 s by default) and a margin
 HELD_POLL_S = 0.2  # between two looks at the server's count of held requests
 CONNECTS_IN_FLIGHT = 200  # stays below the listen backlog (gunicorn 2048, nginx 511)
 FD_HEADROOM = 200
@@ -1017,6 +1018,10 @@ async def held_shape(
         shape.held = await wait_until_held(count_held, held, shape.n)
         await wait_worker_idle(worker)
         shape.cpu_hold = start.until(CpuMark.now(worker))
+        # The worker gives memory its finished requests freed back to the system every
+        # MALLOC_TRIM_INTERVAL (gunicorn.conf.py): read the RSS it holds its waits with,
+        # not whatever phase of that cycle the last request ended in.
+        await asyncio.sleep(RSS_SETTLE_S)
         shape.rss_held = rss_kib(worker)
         if while_held is not None:
             await while_held(shape)

@@ -32,9 +32,9 @@ _HOST = socket.gethostname()
 WORKER_ID = f"{_HOST}:{os.getpid()}"
 
 
-@dataclass(slots=True)  # one per held wait, by the thousand
+# One per held wait, by the thousand: slots, and the registry keys it by identity.
+@dataclass(slots=True, eq=False)
 class Connection:
-    id: int
     kind: str  # "wait", "sse:stats", "sse:services", "sse:order"
     key: str  # what it watches: an order id, a stream name
     since: float = field(default_factory=time.time)
@@ -53,27 +53,27 @@ class Registry:
     """This worker's open streams and held waits."""
 
     def __init__(self):
-        self._ids = itertools.count(1)
-        self._open: dict[int, Connection] = {}
+        self._open: dict[Connection, None] = {}  # in the order they opened
 
     def open(self, kind: str, key: str) -> Connection:
-        connection = Connection(next(self._ids), kind, key)
-        self._open[connection.id] = connection
+        connection = Connection(kind, key)
+        self._open[connection] = None
         _gauge(kind).inc()
         return connection
 
     def close(self, connection: Connection) -> None:
-        if self._open.pop(connection.id, None) is not None:
+        if connection in self._open:
+            del self._open[connection]
             _gauge(connection.kind).dec()
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for connection in self._open.values():
+        for connection in self._open:
             counts[connection.kind] = counts.get(connection.kind, 0) + 1
         return counts
 
     def listing(self, limit: int) -> list[dict]:
-        return [c.to_json() for c in itertools.islice(self._open.values(), limit)]
+        return [c.to_json() for c in itertools.islice(self._open, limit)]
 
     def __len__(self) -> int:
         return len(self._open)

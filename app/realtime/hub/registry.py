@@ -46,7 +46,9 @@ class Subscription:
         self.kind = kind
         self.name = name
         self.waiters = 0
-        self.handlers: list[Callable[[Delivery], None]] = []
+        # A tuple, replaced on change: handlers change once per parked channel, and a
+        # delivery reads them as they were.
+        self.handlers: tuple[Callable[[Delivery], None], ...] = ()
         # One wake-up for every waiter of the channel, while it has any: the channels of
         # parked requests (handlers only) are held by the thousand.
         self.broadcast: Broadcast | None = None
@@ -102,13 +104,15 @@ class Subscriptions(dict[tuple[str, str], Subscription]):
         self, kind: str, name: str, callback: Callable[[Delivery], None]
     ) -> tuple[Handler, bool]:
         sub, created = self._register(kind, name)
-        sub.handlers.append(callback)
+        sub.handlers += (callback,)
         return Handler(sub, callback), created
 
     def remove_handler(self, handler: Handler) -> None:
         sub = handler.subscription
         if handler.callback in sub.handlers:
-            sub.handlers.remove(handler.callback)
+            handlers = list(sub.handlers)
+            handlers.remove(handler.callback)
+            sub.handlers = tuple(handlers)
             self._drop_if_unused(sub)
 
     def release_waiter(self, sub: Subscription) -> None:
@@ -177,7 +181,7 @@ def deliver(
     delivery = Delivery(channel, data, source, received)
     if sub.waiters:
         sub.broadcast.send(delivery)
-    for callback in list(sub.handlers):
+    for callback in sub.handlers:
         try:
             callback(delivery)
         except Exception:
