@@ -162,7 +162,9 @@ def test_memory_judges_the_rss_per_held_wait_against_nchan_at_its_own_size():
         "all",
         "yes",
     ), output
-    assert re.fullmatch(r"\d+\.\d KiB", rows[f"worker RSS per held wait, memory (N={SIZE})"][0])
+    # At 50 waits on a warmed worker the growth is within the heap's noise: any sign.
+    rss = rows[f"worker RSS per held wait, memory (N={SIZE})"][0]
+    assert re.fullmatch(r"-?\d+\.\d KiB", rss), output
     if with_nchan:
         answered = rows[f"nchan subscribers answered correctly, memory (N={SIZE})"]
         assert answered[0] == f"{SIZE} of {SIZE}", output
