@@ -41,6 +41,6 @@ def take_wait_slots(client: str, order_id: str) -> tuple:
     return tuple(taken)
 
 
-def give_back_wait_slots(slots) -> None:
+def give_back_wait_slots(slots: tuple | list) -> None:
     for limiter, owner, lease in slots:
         limiter.release(owner, lease)
