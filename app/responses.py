@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from collections.abc import Iterable
 from typing import Literal
 
 from flask.json.provider import DefaultJSONProvider
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -136,7 +138,13 @@ def _error(exc: BaseException, what: str) -> tuple[int, str, list[tuple[str, str
         # The database is the truth: without it we cannot answer, but the client may retry.
         log.error("database unavailable: %s", first_line(exc))
         return 503, "database unavailable, retry shortly", []
-    log.error("%s failed", what, exc_info=exc)
+    if isinstance(exc, DBAPIError):
+        # The driver's message goes on to quote rows (a unique violation's DETAIL: a
+        # customer's values). Its first line and where it was raised tell what failed.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("%s failed: %s\nTraceback:\n%s", what, first_line(exc), frames.rstrip())
+    else:
+        log.error("%s failed", what, exc_info=exc)
     return 500, "Internal Server Error", []
 
 
