@@ -1347,12 +1347,14 @@ def bound_text(p99: BucketP99) -> str:
     return f"<= {p99.bound_s * 1000:g} ms (bucket bound, {p99.count} answers)"
 
 
-def ratio_row(figure: str, app_value: float, nchan_value: float, target: float) -> Row:
+def ratio_row(figure: str, app_value: float, nchan_value: float, target: float | None) -> Row:
+    """app / nchan, judged against `target` unless it is None (shown only)."""
+    bound = "-" if target is None else f"<= {target:g}x"
     if not nchan_value > 0 or math.isnan(app_value):
         # Too few held requests to move the RSS by a page, say: no ratio to judge.
-        return Row(figure, f"n/a ({app_value:.3g} / {nchan_value:.3g})", f"<= {target:g}x")
+        return Row(figure, f"n/a ({app_value:.3g} / {nchan_value:.3g})", bound)
     ratio = app_value / nchan_value
-    return Row(figure, f"{ratio:.2f}x", f"<= {target:g}x", ratio <= target)
+    return Row(figure, f"{ratio:.2f}x", bound, None if target is None else ratio <= target)
 
 
 @dataclass
@@ -1651,16 +1653,16 @@ def nchan_rows(results: Results) -> list[Row]:
             ),
         ]
     if spread is not None and results.spread is not None:
-        ratio = (results.spread.rss_per_held_kib, spread.rss_per_held_kib)
-        if memory is not None and results.memory is not None:
-            # Judged on the memory shape's size, where the growth is not noise.
-            rows.append(
-                Row("ratio RSS per held wait, app/nchan, spread", f"{ratio[0] / ratio[1]:.2f}x")
+        # With the memory shape, judged on its size, where the growth is not noise.
+        judged = memory is None or results.memory is None
+        rows.append(
+            ratio_row(
+                "ratio RSS per held wait, app/nchan, spread",
+                results.spread.rss_per_held_kib,
+                spread.rss_per_held_kib,
+                TARGET_RSS_RATIO if judged else None,
             )
-        else:
-            rows.append(
-                ratio_row("ratio RSS per held wait, app/nchan, spread", *ratio, TARGET_RSS_RATIO)
-            )
+        )
     if memory is not None and results.memory is not None:
         rows.append(
             ratio_row(
@@ -1962,31 +1964,27 @@ def run_nchan_shapes(args, results: Results, fd_limit: int) -> None:
         sizes = [len(a.response.body) for a in results.spread.answers if a and a.response]
         size = max(sizes, default=size)
     tag = secrets.token_hex(4)
+
     # A fresh nginx for each shape: a worker that held the spread's subscribers reuses their
     # memory for the fan-out's, and its RSS would hardly move.
-    if "spread" in args.shapes:
-        progress(f"nchan spread: holding {args.orders} subscribers, then one publish each")
-        channels = [f"s{tag}_{i}" for i in range(args.orders)]
+    def one_channel_each(name: str, n: int) -> tuple[Held, Verdict]:
+        """n subscribers on n channels of their own, then one publish each."""
+        progress(f"nchan {name}: holding {n} subscribers on {n} channels, then one publish each")
+        channels = [f"{name[0]}{tag}_{i}" for i in range(n)]
         messages = [nchan_message(channel, size) for channel in channels]
         with nchan_nginx(connections, fd_limit) as nginx:
             shape = asyncio.run(nchan_spread(nginx, channels, messages, args))
             results.nginx_problems += nginx_problems(nginx.error_log)
-        results.nchan_spread = shape
-        results.nchan_spread_verdict = judge(
+        correct = judge(
             shape.answers, shape.triggers, lambda i, r: r.status == 200 and r.body == messages[i]
         )
+        return shape, correct
+
+    if "spread" in args.shapes:
+        results.nchan_spread, results.nchan_spread_verdict = one_channel_each("spread", args.orders)
     if "memory" in args.shapes:
         m = args.memory_orders
-        progress(f"nchan memory: holding {m} subscribers on {m} channels, then one publish each")
-        channels = [f"m{tag}_{i}" for i in range(m)]
-        messages = [nchan_message(channel, size) for channel in channels]
-        with nchan_nginx(connections, fd_limit) as nginx:
-            shape = asyncio.run(nchan_spread(nginx, channels, messages, args))
-            results.nginx_problems += nginx_problems(nginx.error_log)
-        results.nchan_memory = shape
-        results.nchan_memory_verdict = judge(
-            shape.answers, shape.triggers, lambda i, r: r.status == 200 and r.body == messages[i]
-        )
+        results.nchan_memory, results.nchan_memory_verdict = one_channel_each("memory", m)
     if "fanout" in args.shapes:
         progress(f"nchan fan-out: holding {args.fanout} subscribers on one channel")
         channel = f"f{tag}"

@@ -279,7 +279,7 @@ class ParkingLot:
         return True
 
     def _forget(self, channel: str) -> None:
-        self._by_channel.pop(channel, None)
+        """Let go of a channel no request is parked on any more: its hub handler."""
         handler = self._handlers.pop(channel, None)
         if handler is not None:
             self._hub.remove_handler(handler)
